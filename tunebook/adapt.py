@@ -1,0 +1,117 @@
+"""Fit a recipe to the machine it runs on, and say exactly what was changed.
+
+Recipes are written for the hardware they name; the runner, never the recipe file, bends
+them to this machine. Each change is recorded in run.json and printed, so a CPU run of a
+GPU recipe is never mistaken for the recipe as written.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from tunebook.machine import Machine
+
+LORA_KERNEL_KEYS = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel")
+GPU_ONLY_ATTENTION = {"flash_attention_2", "flash_attention_3", "flash_attention", "xformers", "sage", "flex_attention"}
+DEPRECATED_ATTENTION_FLAGS = ("flash_attention", "xformers_attention", "sdp_attention", "flex_attention", "sage_attention", "s2_attention")
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "WANDB_MODE": "disabled",
+    "AXOLOTL_DO_NOT_TRACK": "1",
+    "DO_NOT_TRACK": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+_UNSET = "<unset>"
+
+
+@dataclass(frozen=True)
+class Change:
+    key: str
+    old: Any
+    new: Any
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.old!r} -> {self.new!r}  ({self.why})"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _set(cfg: dict, key: str, value: Any, why: str, changes: list[Change]) -> None:
+    old = cfg.get(key, _UNSET)
+    if old == value:
+        return
+    if value is _UNSET:
+        cfg.pop(key, None)
+    else:
+        cfg[key] = value
+    changes.append(Change(key, old, value, why))
+
+
+def adapt_config(config: dict[str, Any], machine: Machine) -> tuple[dict[str, Any], list[Change]]:
+    """Return (adapted copy, changes). Pure: the same input and machine give the same output."""
+    cfg = copy.deepcopy(config)
+    changes: list[Change] = []
+    if not machine.has_cuda:
+        _adapt_cpu(cfg, changes)
+    elif not machine.cuda_bf16 and cfg.get("bf16") in (True, "auto"):
+        _set(cfg, "bf16", False, "this GPU has no bf16; fp16 mixed precision instead", changes)
+        _set(cfg, "fp16", True, "this GPU has no bf16; fp16 mixed precision instead", changes)
+    if cfg.get("use_wandb") or cfg.get("wandb_project"):
+        for key in [k for k in cfg if k.startswith("wandb_")]:
+            _set(cfg, key, _UNSET, "tunebook records runs itself; no network logging", changes)
+    _set(cfg, "use_wandb", False, "tunebook records runs itself; no network logging", changes)
+    return cfg, changes
+
+
+def _adapt_cpu(cfg: dict, changes: list[Change]) -> None:
+    if cfg.get("adapter") in ("lora", "qlora"):
+        for key in LORA_KERNEL_KEYS:
+            if cfg.get(key) is not False:
+                # Left unset, Axolotl auto-enables Triton LoRA kernels that allocate on "cuda".
+                _set(cfg, key, False, "Axolotl's LoRA kernels are Triton/CUDA-only", changes)
+    attn = cfg.get("attn_implementation")
+    if attn in GPU_ONLY_ATTENTION or any(cfg.get(k) for k in DEPRECATED_ATTENTION_FLAGS):
+        for key in DEPRECATED_ATTENTION_FLAGS:
+            if key in cfg:
+                _set(cfg, key, _UNSET, "GPU-only attention flag", changes)
+        _set(cfg, "attn_implementation", "sdpa", f"{attn or 'flash/xformers'} needs CUDA; sdpa runs on CPU", changes)
+    elif attn is None:
+        _set(cfg, "attn_implementation", "sdpa", "explicit sdpa so Axolotl picks no CUDA kernel", changes)
+    why_amp = "Axolotl on CPU cannot run bf16, and fp16 is emulated (many times slower): fp32"
+    if cfg.get("bf16") not in (None, False):
+        _set(cfg, "bf16", False, why_amp, changes)
+    if cfg.get("fp16") not in (None, False):
+        _set(cfg, "fp16", False, why_amp, changes)
+    if cfg.get("tf32"):
+        _set(cfg, "tf32", False, "tf32 is a CUDA feature", changes)
+    opt = str(cfg.get("optimizer") or "")
+    if opt.startswith("paged_") or "8bit" in opt or opt.startswith("adamw_torch_fused"):
+        _set(cfg, "optimizer", "adamw_torch", f"{opt} needs CUDA", changes)
+    for key in ("deepspeed", "fsdp", "fsdp_config", "fsdp_version"):
+        if cfg.get(key):
+            _set(cfg, key, _UNSET, "DeepSpeed/FSDP need CUDA GPUs", changes)
+    if cfg.get("dataloader_num_workers") is None:
+        _set(cfg, "dataloader_num_workers", 0, "worker processes only compete for the same cores", changes)
+    if cfg.get("dataloader_pin_memory") is not False:
+        _set(cfg, "dataloader_pin_memory", False, "pinned memory needs an accelerator", changes)
+    if cfg.get("gpu_memory_limit"):
+        _set(cfg, "gpu_memory_limit", _UNSET, "no GPU", changes)
+
+
+def engine_env(machine: Machine, online: bool = False) -> tuple[dict[str, str], list[Change]]:
+    """Environment for the engine process: offline hubs, and every core we were given."""
+    env = {} if online else dict(OFFLINE_ENV)
+    threads = str(machine.cpu_count)
+    # `accelerate launch` (what `axolotl train` uses) sets OMP_NUM_THREADS=1 when it is
+    # unset, which runs a CPU step single-threaded.
+    env["OMP_NUM_THREADS"] = threads
+    env["MKL_NUM_THREADS"] = threads
+    changes = [Change(f"env.{k}", _UNSET, v, "offline, every core" if k.endswith("THREADS") else "offline run")
+               for k, v in env.items()]
+    return env, changes

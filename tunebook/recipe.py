@@ -1,0 +1,167 @@
+"""A recipe: an Axolotl config plus one `recipe:` block that Axolotl ignores.
+
+Loading keeps the line of every key so that validation errors can point at it, and the
+content hash ignores comments, key order, `recipe.version` and `recipe.description`, so
+that only edits which can change results ask for a version bump.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from tunebook.errors import Problem, TunebookError
+
+METHODS = ("full", "lora", "qlora", "dora", "dpo")
+ENGINES = ("axolotl", "unsloth")
+HASH_EXCLUDED = (("recipe", "version"), ("recipe", "description"))
+
+
+class RecipeMeta(BaseModel):
+    """The `recipe:` block. Strict: a typo here is as wrong as one in the engine keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", description="unique, used for runs/<name>/")
+    version: int = Field(ge=1, description="bump on any change that can alter results")
+    family: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    method: Literal["full", "lora", "qlora", "dora", "dpo"]
+    engine: Literal["axolotl", "unsloth"] = "axolotl"
+    description: str = ""
+    hardware: str = Field(default="", description="what the recipe expects, for people")
+
+
+@dataclass
+class Recipe:
+    path: Path
+    config: dict[str, Any]  # the whole YAML mapping, `recipe:` block included
+    lines: dict[str, int] = field(default_factory=dict)  # dotted key -> 1-based line
+
+    @property
+    def meta(self) -> RecipeMeta:
+        return RecipeMeta(**self.config["recipe"])
+
+    @property
+    def engine_config(self) -> dict[str, Any]:
+        """What the engine sees: everything but the `recipe:` block."""
+        return {k: v for k, v in self.config.items() if k != "recipe"}
+
+    def line_of(self, key: str) -> int | None:
+        while key:
+            if key in self.lines:
+                return self.lines[key]
+            key = key.rpartition(".")[0]
+        return None
+
+    def content_hash(self) -> str:
+        return content_hash(self.config)
+
+
+def content_hash(config: dict[str, Any]) -> str:
+    data = copy.deepcopy(config)
+    for block, key in HASH_EXCLUDED:
+        if isinstance(data.get(block), dict):
+            data[block].pop(key, None)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _key_lines(node: yaml.Node, prefix: str, out: dict[str, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            out[key] = key_node.start_mark.line + 1
+            _key_lines(value_node, key + ".", out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            key = f"{prefix}{i}"
+            out[key] = item.start_mark.line + 1
+            _key_lines(item, key + ".", out)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise TunebookError(
+            [Problem(str(path), "", "no such recipe file")],
+            hint="`make list` shows the shipped recipes",
+        )
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        config = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise TunebookError([Problem(str(path), "", f"not valid YAML: {exc.problem}", line)]) from None
+    if not isinstance(config, dict):
+        raise TunebookError([Problem(str(path), "", "a recipe must be a YAML mapping of keys to values")])
+    lines: dict[str, int] = {}
+    if node is not None:
+        _key_lines(node, "", lines)
+    return Recipe(path=path, config=config, lines=lines)
+
+
+def parse_overrides(args: str | list[str] | None) -> dict[str, Any]:
+    """`ARGS="lora_r=8 datasets.0.path=x.jsonl"` -> {"lora_r": 8, "datasets.0.path": "x.jsonl"}.
+
+    Values are parsed as YAML, so `8` is an int, `true` a bool and `[a, b]` a list.
+    """
+    if not args:
+        return {}
+    items = shlex.split(args) if isinstance(args, str) else list(args)
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise TunebookError(
+                [Problem("ARGS", item, "expected key=value")],
+                hint='ARGS="lora_r=8 learning_rate=1e-4"',
+            )
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        out[key] = value
+    return out
+
+
+def apply_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of `config` with dotted-key overrides set (list indices allowed)."""
+    config = copy.deepcopy(config)
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        target: Any = config
+        for i, part in enumerate(parts[:-1]):
+            if isinstance(target, list):
+                if not part.isdigit() or int(part) >= len(target):
+                    raise TunebookError([Problem("ARGS", dotted, f"'{part}' is not an index of this list")])
+                target = target[int(part)]
+            else:
+                if part not in target or target[part] is None:
+                    target[part] = {}
+                target = target[part]
+            if not isinstance(target, (dict, list)):
+                raise TunebookError(
+                    [Problem("ARGS", dotted, f"'{'.'.join(parts[: i + 1])}' is not a mapping or list")]
+                )
+        last = parts[-1]
+        if isinstance(target, list):
+            if not last.isdigit() or int(last) >= len(target):
+                raise TunebookError([Problem("ARGS", dotted, f"'{last}' is not an index of this list")])
+            target[int(last)] = value
+        else:
+            target[last] = value
+    return config
+
+
+def dump_yaml(config: dict[str, Any]) -> str:
+    return yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=100)

@@ -1,0 +1,143 @@
+"""Run directories: what ran, with what, on what, and whether it finished.
+
+Layout of `runs/<recipe-name>/<run-id>/`:
+    INCOMPLETE        present from the first moment until every output is written
+    recipe.yaml       the recipe file byte for byte
+    config.yaml       the resolved engine config exactly as launched
+    run.json          the record (status: running | finished | failed | interrupted)
+    logs/engine.log   everything the engine printed
+    output/           the engine's outputs in HF layout (adapter or full model)
+A run killed by SIGKILL keeps INCOMPLETE and status "running": never mistaken for finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+RUNS_ROOT = Path("runs")
+MARKER = "INCOMPLETE"
+TRACKED_PACKAGES = (
+    "tunebook", "axolotl", "torch", "transformers", "peft", "trl", "datasets", "accelerate",
+    "bitsandbytes", "unsloth", "unsloth_zoo", "lm_eval",
+)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True
+        ).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+@dataclass
+class RunDir:
+    path: Path
+
+    @classmethod
+    def create(cls, recipe_name: str, root: Path = RUNS_ROOT) -> "RunDir":
+        path = Path(root) / recipe_name / new_run_id()
+        (path / "logs").mkdir(parents=True)
+        (path / MARKER).write_text(
+            "This run has not finished writing its outputs; do not use them.\n", encoding="utf-8"
+        )
+        return cls(path)
+
+    @property
+    def output(self) -> Path:
+        return self.path / "output"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "logs" / "engine.log"
+
+    @property
+    def record_path(self) -> Path:
+        return self.path / "run.json"
+
+    def write_record(self, record: dict) -> None:
+        atomic_write_json(self.record_path, record)
+
+    def read_record(self) -> dict:
+        return json.loads(self.record_path.read_text(encoding="utf-8"))
+
+    def finish(self, record: dict) -> None:
+        """Mark finished only after outputs and record are on disk, then point `latest` here."""
+        record["status"] = "finished"
+        self.write_record(record)
+        (self.path / MARKER).unlink(missing_ok=True)
+        latest = self.path.parent / "latest"
+        tmp = self.path.parent / f".latest.{secrets.token_hex(3)}"
+        tmp.symlink_to(self.path.name)
+        os.replace(tmp, latest)
+
+    @property
+    def is_complete(self) -> bool:
+        if (self.path / MARKER).exists() or not self.record_path.exists():
+            return False
+        return self.read_record().get("status") == "finished"
+
+
+def finished_runs(recipe_name: str, root: Path = RUNS_ROOT) -> list[RunDir]:
+    base = Path(root) / recipe_name
+    if not base.is_dir():
+        return []
+    runs = [RunDir(p) for p in sorted(base.iterdir()) if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")]
+    return [r for r in runs if r.is_complete]
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,165 @@
+"""`tunebook train`: validate, adapt to this machine, launch the engine, record the run."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from tunebook import __version__
+from tunebook.adapt import Change, adapt_config, engine_env
+from tunebook.engines import get_engine
+from tunebook.errors import TunebookError
+from tunebook.machine import Machine, detect
+from tunebook.recipe import RecipeMeta, apply_overrides, content_hash, dump_yaml, load_recipe, parse_overrides
+from tunebook.runs import RUNS_ROOT, RunDir, dir_size, git_commit, package_versions
+from tunebook.validation import validate
+
+
+def cpu_capabilities(machine: Machine) -> tuple[dict, dict]:
+    """What Axolotl's capability-aware validators should assume on this machine."""
+    import torch
+    from axolotl.cli.config import gpu_capabilities
+
+    if machine.has_cuda:
+        return gpu_capabilities()
+    caps = {"bf16": False, "fp8": False, "tf32": False, "n_gpu": 1, "compute_capability": None}
+    return caps, {"torch_version": torch.__version__.split("+")[0]}
+
+
+def resolve(recipe_path: str | Path, args: str | list[str] | None = None, engine: str | None = None,
+            machine: Machine | None = None) -> tuple[Any, dict, list[Change], Machine]:
+    """The config a run would launch: recipe + ARGS, validated, then adapted to the machine."""
+    recipe = load_recipe(recipe_path)
+    overrides = parse_overrides(args)
+    if engine:
+        overrides["recipe.engine"] = engine
+    validate(recipe, overrides)
+    config = apply_overrides(recipe.config, overrides)
+    machine = machine or detect()
+    adapted, changes = adapt_config(config, machine)
+    caps, env_caps = cpu_capabilities(machine)
+    validate(recipe, overrides, capabilities=caps, env_capabilities=env_caps, config=adapted)
+    return recipe, adapted, changes, machine
+
+
+def _loss_curve(log_history: list[dict]) -> list[dict]:
+    return [
+        {"step": e["step"], "loss": float(e["loss"]), **({"lr": float(e["learning_rate"])} if "learning_rate" in e else {})}
+        for e in log_history
+        if "loss" in e and "step" in e
+    ]
+
+
+def train(recipe_path: str | Path, args: str | list[str] | None = None, engine: str | None = None,
+          runs_root: Path = RUNS_ROOT, echo: bool = True) -> RunDir:
+    recipe, config, changes, machine = resolve(recipe_path, args, engine)
+    meta = RecipeMeta(**config["recipe"])
+    eng = get_engine(meta.engine)
+    env, env_changes = engine_env(machine)
+    overrides = parse_overrides(args)
+
+    run = RunDir.create(meta.name, runs_root)
+    placement = {"output_dir": str(run.output)}
+    config.update(placement)
+    config_path = run.path / "config.yaml"
+    config_path.write_text(dump_yaml(config), encoding="utf-8")
+    shutil.copyfile(recipe.path, run.path / "recipe.yaml")
+
+    record: dict[str, Any] = {
+        "status": "running",
+        "run_id": run.path.name,
+        "run_dir": str(run.path),
+        "recipe": {
+            "name": meta.name,
+            "path": str(recipe.path),
+            "version": meta.version,
+            "family": meta.family,
+            "method": meta.method,
+            "content_hash": recipe.content_hash(),
+            "resolved_hash": content_hash(config),
+        },
+        "engine": meta.engine,
+        "overrides": overrides,
+        "adaptations": [c.to_dict() for c in changes + env_changes],
+        "seed": config.get("seed"),
+        "git_commit": git_commit(),
+        "tunebook_version": __version__,
+        "packages": package_versions(),
+        "machine": machine.to_dict(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    run.write_record(record)
+    if echo:
+        print(f"run directory: {run.path}")
+        for c in changes + env_changes:
+            print(f"  adapted {c}")
+
+    t0 = time.time()
+    try:
+        metrics = eng.launch(run, config_path, env, echo=echo)
+    except KeyboardInterrupt:
+        record.update(status="interrupted", wall_time_s=round(time.time() - t0, 2))
+        run.write_record(record)
+        raise
+    except Exception as exc:
+        record.update(status="failed", error=str(exc).splitlines()[0], wall_time_s=round(time.time() - t0, 2))
+        run.write_record(record)
+        raise TunebookError(str(exc), exit_code=1, hint=f"the run directory {run.path} is marked INCOMPLETE") from None
+
+    wall = round(time.time() - t0, 2)
+    curve = _loss_curve(metrics.get("log_history", []))
+    summary = next((e for e in reversed(metrics.get("log_history", [])) if "train_runtime" in e), {})
+    train_s = float(summary.get("train_runtime") or metrics["timing"]["train_s"])
+    tokens = metrics.get("tokens_total")
+    record.update(
+        wall_time_s=wall,
+        train_runtime_s=round(train_s, 2),
+        steps=metrics.get("global_step"),
+        tokens={
+            "total": tokens,
+            "trainable": metrics.get("tokens_trainable"),
+            "per_second": round(tokens / train_s, 2) if tokens and train_s else None,
+            "trainable_per_second": round(metrics["tokens_trainable"] / train_s, 2)
+            if metrics.get("tokens_trainable") and train_s else None,
+        },
+        peak_rss_mib=metrics.get("peak_rss_mib"),
+        params={"trainable": metrics.get("trainable_params"), "total": metrics.get("total_params")},
+        timing=metrics.get("timing"),
+        loss_curve=curve,
+        final_loss=curve[-1]["loss"] if curve else None,
+        first_loss=curve[0]["loss"] if curve else None,
+        output_dir=str(run.output),
+        output_bytes=dir_size(run.output),
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    (run.path / "metrics.json").unlink(missing_ok=True)
+    run.finish(record)
+    if echo:
+        print_summary(record)
+    return run
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def print_summary(record: dict) -> None:
+    curve = [p["loss"] for p in record.get("loss_curve", [])]
+    k = max(1, len(curve) // 5)
+    tok = record.get("tokens") or {}
+    params = record.get("params") or {}
+    lines = [
+        "",
+        f"== {record['recipe']['name']} v{record['recipe']['version']} ({record['recipe']['method']}, {record['engine']}) finished ==",
+        f"run       {record['run_dir']}",
+        f"steps     {record.get('steps')}   wall {record.get('wall_time_s')} s   train {record.get('train_runtime_s')} s",
+        f"loss      first {_mean(curve[:k]):.4f} -> last {_mean(curve[-k:]):.4f} (mean of {k} logged steps each)",
+        f"tokens    {tok.get('total')} seen, {tok.get('trainable')} trained on; {tok.get('per_second')} tok/s",
+        f"params    {params.get('trainable'):,} trainable of {params.get('total'):,}" if params.get("trainable") else "params    n/a",
+        f"memory    peak RSS {record.get('peak_rss_mib')} MiB",
+        f"output    {record.get('output_dir')} ({record.get('output_bytes', 0) / 2**20:.1f} MiB)",
+        f"adapted   {len(record.get('adaptations', []))} settings for {record['machine']['kind']} (see run.json)",
+    ]
+    print("\n".join(lines))

@@ -1,0 +1,182 @@
+"""Strict recipe validation with Axolotl's own schema as the source of truth.
+
+Axolotl's pydantic models silently drop keys they don't know, so a typo like `lora_rank`
+trains with the default rank and nobody notices. Here an unknown key is an error naming
+the file, line and key, with the closest valid key; everything else (types, impossible
+combinations) is Axolotl's own validator, its messages re-pointed at the key they concern.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from tunebook.errors import Problem, TunebookError
+from tunebook.recipe import Recipe, RecipeMeta
+
+
+@lru_cache(maxsize=None)
+def _schemas():
+    # Imported lazily: pulling in Axolotl's schema costs seconds, and `--help` shouldn't pay.
+    from axolotl.utils.schemas.config import AxolotlInputConfig
+    from axolotl.utils.schemas.datasets import DPODataset, KTODataset, SFTDataset
+
+    return AxolotlInputConfig, SFTDataset, DPODataset, KTODataset
+
+
+def valid_keys(model: type[BaseModel]) -> set[str]:
+    keys = set(model.model_fields)
+    keys.update(f.alias for f in model.model_fields.values() if f.alias)
+    return keys
+
+
+def engine_keys() -> set[str]:
+    return valid_keys(_schemas()[0]) - {"capabilities", "env_capabilities"}
+
+
+def suggest(key: str, candidates: set[str]) -> str:
+    match = difflib.get_close_matches(key, sorted(candidates), n=1, cutoff=0.6)
+    if not match:
+        # `lora_rank` vs `lora_r`: a prefix is a strong hint that difflib's ratio underrates.
+        prefixed = sorted((c for c in candidates if key.startswith(c) and len(c) >= 4), key=len, reverse=True)
+        match = prefixed[:1]
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _dataset_model(config: dict[str, Any]) -> type[BaseModel]:
+    _, sft, dpo, kto = _schemas()
+    rl = config.get("rl")
+    if rl in ("dpo", "ipo", "simpo", "orpo"):
+        return dpo
+    if rl == "kto":
+        return kto
+    return sft
+
+
+def unknown_key_problems(config: dict[str, Any], where) -> list[Problem]:
+    """Unknown keys at the top level, in `recipe:` and in each `datasets`/`test_datasets` entry.
+
+    `where(dotted_key) -> (source, line)` says which input a key came from.
+    """
+    problems = []
+    top = engine_keys() | {"recipe"}
+    for key in config:
+        if key not in top:
+            src, line = where(key)
+            problems.append(Problem(src, key, f"unknown key{suggest(key, top)}", line))
+    meta = config.get("recipe")
+    if isinstance(meta, dict):
+        meta_keys = set(RecipeMeta.model_fields)
+        for key in meta:
+            if key not in meta_keys:
+                src, line = where(f"recipe.{key}")
+                problems.append(Problem(src, f"recipe.{key}", f"unknown key{suggest(key, meta_keys)}", line))
+    ds_keys = valid_keys(_dataset_model(config))
+    for list_key in ("datasets", "test_datasets"):
+        entries = config.get(list_key)
+        if not isinstance(entries, list):
+            continue
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                continue
+            for key in entry:
+                if key not in ds_keys:
+                    dotted = f"{list_key}.{i}.{key}"
+                    src, line = where(dotted)
+                    problems.append(Problem(src, dotted, f"unknown key{suggest(key, ds_keys)}", line))
+    return problems
+
+
+def _meta_problems(config: dict[str, Any], where) -> list[Problem]:
+    meta = config.get("recipe")
+    if not isinstance(meta, dict):
+        src, line = where("recipe")
+        return [
+            Problem(src, "recipe", "missing `recipe:` block (name, version, family, method, engine)", line)
+        ]
+    try:
+        RecipeMeta(**meta)
+    except ValidationError as exc:
+        out = []
+        for err in exc.errors():
+            if err["type"] == "extra_forbidden":
+                continue  # reported by unknown_key_problems with a suggestion
+            dotted = "recipe." + ".".join(str(p) for p in err["loc"])
+            src, line = where(dotted)
+            out.append(Problem(src, dotted, _clean(err["msg"]), line))
+        return out
+    return []
+
+
+def _clean(msg: str) -> str:
+    return re.sub(r"^(Value error|Assertion failed), ", "", msg).strip()
+
+
+def _key_in_message(msg: str, config: dict[str, Any]) -> str:
+    """Axolotl's cross-field checks raise with no location; find the key they talk about."""
+    keys = engine_keys()
+    mentioned = [k for k in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", msg) if k in keys]
+    for k in mentioned:  # prefer a key the recipe actually sets
+        if k in config:
+            return k
+    return mentioned[0] if mentioned else ""
+
+
+def schema_problems(config: dict[str, Any], where, capabilities=None, env_capabilities=None) -> list[Problem]:
+    """Run Axolotl's own validate_config and turn its errors into Problems."""
+    from axolotl.utils.config import validate_config
+    from axolotl.utils.dict import DictDefault
+
+    engine_cfg = {k: v for k, v in copy.deepcopy(config).items() if k != "recipe"}
+    try:
+        validate_config(DictDefault(engine_cfg), capabilities=capabilities, env_capabilities=env_capabilities)
+    except ValidationError as exc:
+        out = []
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+            dotted = ".".join(loc) if loc else _key_in_message(err["msg"], engine_cfg)
+            src, line = where(dotted) if dotted else where("")
+            out.append(Problem(src, dotted, _clean(err["msg"]), line))
+        return out
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        # Some Axolotl checks raise plain exceptions before pydantic gets to them.
+        msg = str(exc)
+        dotted = _key_in_message(msg, engine_cfg)
+        src, line = where(dotted)
+        return [Problem(src, dotted, msg, line)]
+    return []
+
+
+def make_where(recipe: Recipe, overrides: dict[str, Any]):
+    def where(dotted: str) -> tuple[str, int | None]:
+        for key in overrides:
+            if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + ".") and dotted:
+                return "ARGS", None
+        return str(recipe.path), recipe.line_of(dotted)
+
+    return where
+
+
+def validate(recipe: Recipe, overrides: dict[str, Any] | None = None, *, capabilities=None,
+             env_capabilities=None, config: dict[str, Any] | None = None) -> None:
+    """Raise TunebookError listing every problem; return quietly when the recipe is sound.
+
+    `config` is the merged (and possibly machine-adapted) config to check; it defaults to
+    the recipe with `overrides` applied.
+    """
+    from tunebook.recipe import apply_overrides
+
+    overrides = overrides or {}
+    if config is None:
+        config = apply_overrides(recipe.config, overrides)
+    where = make_where(recipe, overrides)
+    problems = unknown_key_problems(config, where) + _meta_problems(config, where)
+    if not problems:
+        problems = schema_problems(config, where, capabilities, env_capabilities)
+    if problems:
+        raise TunebookError(problems, hint="fix the keys above; `make show RECIPE=...` prints the resolved config")
