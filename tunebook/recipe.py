@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from tunebook.errors import Problem, TunebookError
 
 METHODS = ("full", "lora", "qlora", "dora", "dpo")
 ENGINES = ("axolotl", "unsloth")
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 HASH_EXCLUDED = (("recipe", "version"), ("recipe", "description"))
 
 
@@ -130,6 +132,8 @@ def parse_overrides(args: str | list[str] | None) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str) and _FLOAT.match(value):
+            value = float(value)  # YAML 1.1 reads `1e-4` (no dot) as a string
         out[key] = value
     return out
 

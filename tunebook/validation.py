@@ -40,12 +40,18 @@ def engine_keys() -> set[str]:
 
 
 def suggest(key: str, candidates: set[str]) -> str:
-    match = difflib.get_close_matches(key, sorted(candidates), n=1, cutoff=0.6)
-    if not match:
-        # `lora_rank` vs `lora_r`: a prefix is a strong hint that difflib's ratio underrates.
-        prefixed = sorted((c for c in candidates if key.startswith(c) and len(c) >= 4), key=len, reverse=True)
-        match = prefixed[:1]
-    return f" (did you mean '{match[0]}'?)" if match else ""
+    """' (did you mean X?)' for the closest valid key, or '' when nothing is close.
+
+    difflib's ratio alone prefers `local_rank` for `lora_rank`; a valid key that starts the
+    typo (`lora_r`) gets a bonus for the share of the typo it covers.
+    """
+    def score(c: str) -> float:
+        ratio = difflib.SequenceMatcher(None, key, c).ratio()
+        prefix = len(c) / len(key) + 0.2 if key.startswith(c) and len(c) >= 4 else 0.0
+        return max(ratio, prefix)
+
+    best = max(sorted(candidates), key=score, default=None)
+    return f" (did you mean '{best}'?)" if best and score(best) >= 0.6 else ""
 
 
 def _dataset_model(config: dict[str, Any]) -> type[BaseModel]:

@@ -47,6 +47,7 @@ def main(config_path: str, metrics_path: str) -> int:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     metrics = {
+        "linear4bit_modules": _count_linear4bit(model),
         "log_history": state.log_history,
         "global_step": state.global_step,
         "tokens_total": int(tokens["total"]) if "total" in tokens else None,
@@ -64,6 +65,15 @@ def main(config_path: str, metrics_path: str) -> int:
     tmp.write_text(json.dumps(metrics, default=float), encoding="utf-8")
     os.replace(tmp, metrics_path)
     return 0
+
+
+def _count_linear4bit(model) -> int:
+    """How many layers really are bitsandbytes 4-bit: the proof that QLoRA was QLoRA."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return 0
+    return sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
 
 
 if __name__ == "__main__":
