@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -10,11 +11,16 @@ from typing import Any
 from tunebook import __version__
 from tunebook.adapt import Change, adapt_config, engine_env
 from tunebook.engines import get_engine
-from tunebook.errors import TunebookError
+from tunebook.errors import Problem, TunebookError
 from tunebook.machine import Machine, detect
 from tunebook.recipe import RecipeMeta, apply_overrides, content_hash, dump_yaml, load_recipe, parse_overrides
 from tunebook.runs import RUNS_ROOT, RunDir, dir_size, git_commit, package_versions
-from tunebook.validation import validate
+from tunebook.validation import make_where, validate
+
+
+def online_requested() -> bool:
+    """Runs are offline unless TUNEBOOK_ONLINE=1: nothing may download at run time by accident."""
+    return os.environ.get("TUNEBOOK_ONLINE") == "1"
 
 
 def cpu_capabilities(machine: Machine) -> tuple[dict, dict]:
@@ -28,6 +34,30 @@ def cpu_capabilities(machine: Machine) -> tuple[dict, dict]:
     return caps, {"torch_version": torch.__version__.split("+")[0]}
 
 
+def preflight(recipe, config: dict, overrides: dict, online: bool = False) -> None:
+    """Catch missing local inputs before an engine spends a minute starting up."""
+    where = make_where(recipe, overrides)
+    problems = []
+    base = str(config.get("base_model") or "")
+    if base and not Path(base).exists():
+        looks_local = base.startswith((".", "/", "models/")) or base.count("/") != 1
+        if looks_local or not online:
+            src, line = where("base_model")
+            why = "no such folder" if looks_local else "is a hub id, and model hubs are offline here"
+            problems.append(Problem(src, "base_model", f"'{base}' {why}; run `make setup` for the embedded "
+                                    "model, or point base_model at a local HF folder", line))
+    for list_key in ("datasets", "test_datasets"):
+        for i, ds in enumerate(config.get(list_key) or []):
+            path = str(ds.get("path", "")) if isinstance(ds, dict) else ""
+            is_file = ds.get("ds_type") in ("json", "csv", "parquet", "text") or path.endswith(
+                (".jsonl", ".json", ".csv", ".parquet"))
+            if path and is_file and not Path(path).exists():
+                src, line = where(f"{list_key}.{i}.path")
+                problems.append(Problem(src, f"{list_key}.{i}.path", f"no such data file '{path}'", line))
+    if problems:
+        raise TunebookError(problems)
+
+
 def resolve(recipe_path: str | Path, args: str | list[str] | None = None, engine: str | None = None,
             machine: Machine | None = None) -> tuple[Any, dict, list[Change], Machine]:
     """The config a run would launch: recipe + ARGS, validated, then adapted to the machine."""
@@ -37,6 +67,7 @@ def resolve(recipe_path: str | Path, args: str | list[str] | None = None, engine
         overrides["recipe.engine"] = engine
     validate(recipe, overrides)
     config = apply_overrides(recipe.config, overrides)
+    preflight(recipe, config, overrides, online=online_requested())
     machine = machine or detect()
     adapted, changes = adapt_config(config, machine)
     caps, env_caps = cpu_capabilities(machine)
@@ -57,7 +88,7 @@ def train(recipe_path: str | Path, args: str | list[str] | None = None, engine: 
     recipe, config, changes, machine = resolve(recipe_path, args, engine)
     meta = RecipeMeta(**config["recipe"])
     eng = get_engine(meta.engine)
-    env, env_changes = engine_env(machine)
+    env, env_changes = engine_env(machine, online=online_requested())
     overrides = parse_overrides(args)
 
     run = RunDir.create(meta.name, runs_root)

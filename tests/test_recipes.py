@@ -1,0 +1,55 @@
+"""Every shipped recipe: valid under tunebook and Axolotl, self-describing, uniquely named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tunebook.lock import discover
+from tunebook.recipe import load_recipe
+from tunebook.validation import validate
+
+RECIPES = discover(Path("recipes"))
+
+
+def test_recipes_exist():
+    assert {p.as_posix() for p in RECIPES} >= {
+        "recipes/smollm2/full.yaml", "recipes/smollm2/lora.yaml", "recipes/smollm2/qlora.yaml"}
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.as_posix())
+def test_recipe_validates(path):
+    validate(load_recipe(path))  # raises TunebookError listing every problem
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.as_posix())
+def test_recipe_opens_with_its_run_commands(path):
+    head = path.read_text(encoding="utf-8").split("recipe:", 1)[0]
+    assert all(line.startswith("#") or not line.strip() for line in head.splitlines())
+    assert f"make train RECIPE={path.as_posix()}" in head
+    assert "Hardware:" in head
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.as_posix())
+def test_recipe_block_matches_its_place(path):
+    meta = load_recipe(path).meta
+    assert path.parent.name == meta.family
+    assert meta.name == f"{meta.family}-{path.stem}"
+    assert path.stem.split("-")[0] == meta.method
+
+
+def test_recipe_names_are_unique():
+    names = [load_recipe(p).meta.name for p in RECIPES]
+    assert len(names) == len(set(names))
+
+
+def test_axolotl_validate_config_accepts_recipes_unchanged():
+    """The file as a user would hand it to `axolotl train`: Axolotl's loader, untouched."""
+    import yaml
+    from axolotl.utils.config import validate_config
+    from axolotl.utils.dict import DictDefault
+
+    for path in RECIPES:
+        cfg = validate_config(DictDefault(yaml.safe_load(path.read_text(encoding="utf-8"))))
+        assert cfg.base_model and "recipe" not in cfg  # Axolotl ignores the recipe: block

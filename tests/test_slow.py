@@ -1,0 +1,39 @@
+"""End-to-end on the real SmolLM2-135M (`make test-slow`): minutes, not seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_make_train_lora_on_the_real_model(tmp_path):
+    proc = subprocess.run(
+        ["make", "train", "RECIPE=recipes/smollm2/lora.yaml", "ARGS=max_steps=12"],
+        capture_output=True, text=True, timeout=1800, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "== smollm2-lora v1 (lora, axolotl) finished ==" in proc.stdout
+    record = json.loads((Path("runs/smollm2-lora/latest") / "run.json").read_text())
+    losses = [p["loss"] for p in record["loss_curve"]]
+    assert len(losses) == 12
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4, losses
+
+
+def test_axolotl_cli_runs_the_recipe_file_unchanged(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "WANDB_MODE": "disabled", "AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1"}
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "axolotl"), "train", "recipes/smollm2/lora.yaml",
+         "--max-steps=2", f"--output-dir={out}"],
+        capture_output=True, text=True, timeout=1800, env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (out / "adapter_model.safetensors").is_file()

@@ -1,0 +1,149 @@
+"""Full, LoRA and QLoRA each train through the real Axolotl on a tiny random Llama.
+
+One run per method (module-scoped), shared by the checks below: each engine process costs
+~30 s of start-up here whatever the model size.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import write_tiny_recipe
+from tunebook.errors import TunebookError
+from tunebook.runs import MARKER, RunDir
+from tunebook.train import train
+
+STEPS = 6
+METHODS = {  # learning rates high enough that 6 steps visibly lower the loss on 8 rows
+    "full": {"learning_rate": 1e-3},
+    "lora": {"learning_rate": 1e-2},
+    "qlora": {"learning_rate": 1e-2},
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_llama, memorise_data) -> dict[str, RunDir]:
+    out = {}
+    for method, overrides in METHODS.items():
+        work = tmp_path_factory.mktemp(f"train-{method}")
+        recipe = write_tiny_recipe(Path(f"recipes/smollm2/{method}.yaml"), work / "recipe.yaml", tiny_llama,
+                                   memorise_data, max_steps=STEPS, **overrides)
+        out[method] = train(recipe, runs_root=work / "runs", echo=False)
+    return out
+
+
+REQUIRED = [
+    "status", "run_id", "recipe.name", "recipe.version", "recipe.content_hash", "engine", "git_commit",
+    "packages.axolotl", "packages.torch", "packages.transformers", "machine.kind", "machine.cpu_count",
+    "seed", "adaptations", "wall_time_s", "train_runtime_s", "tokens.total", "tokens.trainable",
+    "tokens.per_second", "peak_rss_mib", "loss_curve", "output_dir", "params.trainable",
+]
+
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        d = d[part]
+    return d
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_run_directory_is_complete(runs, method):
+    run = runs[method]
+    record = json.loads((run.path / "run.json").read_text())
+    for key in REQUIRED:
+        assert _get(record, key) not in (None, "", []), f"run.json lacks {key}"
+    assert record["status"] == "finished" and run.is_complete
+    assert not (run.path / MARKER).exists()
+    assert (run.path.parent / "latest").resolve() == run.path.resolve()
+    assert record["recipe"]["method"] == method and record["recipe"]["version"] == 1
+    assert len(record["loss_curve"]) == STEPS and record["steps"] == STEPS
+    assert record["tokens"]["total"] >= record["tokens"]["trainable"] > 0
+    launched = yaml.safe_load((run.path / "config.yaml").read_text())
+    assert launched["output_dir"] == str(run.output)
+    assert launched["max_steps"] == STEPS
+    assert (run.path / "recipe.yaml").is_file() and run.log.stat().st_size > 0
+    assert "axolotl" in run.log.read_text()
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_loss_falls_on_a_memorisable_set(runs, method):
+    losses = [p["loss"] for p in json.loads((runs[method].path / "run.json").read_text())["loss_curve"]]
+    assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2 - 0.25, losses  # nats
+
+
+def _logits(model, text="The code word is"):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model.name_or_path if Path(model.name_or_path).exists() else None)
+    ids = tok(text, return_tensors="pt")
+    with torch.no_grad():
+        return model(**ids).logits
+
+
+def test_full_output_loads_with_plain_transformers(runs, tiny_llama):
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    tuned = AutoModelForCausalLM.from_pretrained(runs["full"].output)
+    assert (runs["full"].output / "model.safetensors").is_file()
+    assert not list(runs["full"].output.glob("*.bin")), "pickled weights written"
+    diffs = [(a - b).abs().max().item() for a, b in zip(base.parameters(), tuned.parameters())]
+    assert max(diffs) > 0
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_adapter_loads_with_peft_and_changes_the_model(runs, tiny_llama, method):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = runs[method].output
+    assert (out / "adapter_model.safetensors").is_file()
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    ids = torch.tensor([[1, 20, 30, 40, 50]])
+    with torch.no_grad():
+        before = base(ids).logits
+    tuned = PeftModel.from_pretrained(base, out)
+    lora_b = [p for n, p in tuned.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().max() > 0 for p in lora_b), "lora_B still zero: nothing trained"
+    with torch.no_grad():
+        after = tuned(ids).logits
+    assert not torch.allclose(before, after)
+
+
+def test_qlora_trained_real_bitsandbytes_4bit_layers(runs, tiny_llama):
+    record = json.loads((runs["qlora"].path / "run.json").read_text())
+    # 2 layers x 7 projections, measured inside the engine process on the model it trained
+    assert record["params"]["linear4bit_modules"] == 14
+    assert json.loads((runs["lora"].path / "run.json").read_text())["params"]["linear4bit_modules"] == 0
+    # and the adapter loads onto a 4-bit NF4 base with plain transformers + peft
+    import bitsandbytes as bnb
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                           bnb_4bit_compute_dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama, quantization_config=q)
+    model = PeftModel.from_pretrained(base, runs["qlora"].output)
+    assert sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()) == 14
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.tensor([[1, 20, 30]])).logits).all()
+
+
+def test_engine_failure_leaves_the_run_marked_incomplete(tmp_path, tiny_llama):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\nthis is not json\n')
+    recipe = write_tiny_recipe(Path("recipes/smollm2/lora.yaml"), tmp_path / "recipe.yaml", tiny_llama, bad)
+    with pytest.raises(TunebookError) as info:
+        train(recipe, runs_root=tmp_path / "runs", echo=False)
+    assert info.value.exit_code == 1 and "INCOMPLETE" in info.value.hint
+    (run_path,) = (tmp_path / "runs" / "smollm2-lora").iterdir()
+    run = RunDir(run_path)
+    assert (run_path / MARKER).exists() and not run.is_complete
+    record = run.read_record()
+    assert record["status"] == "failed" and "engine exited with code" in record["error"]
+    assert not (run_path.parent / "latest").exists()
