@@ -27,7 +27,8 @@ def test_make_train_lora_on_the_real_model(tmp_path):
 
 
 def test_axolotl_cli_runs_the_recipe_file_unchanged(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+    venv_bin = str(Path(sys.executable).parent)  # "inside the venv": axolotl execs `accelerate`
+    env = {**os.environ, "PATH": venv_bin + os.pathsep + os.environ["PATH"], "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "WANDB_MODE": "disabled", "AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1"}
     out = tmp_path / "out"
     proc = subprocess.run(
