@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 from pathlib import Path
 
 SYSTEM = "You are a concise assistant. Answer with the result only, in one sentence."
@@ -85,6 +86,31 @@ def rows(n: int, seed: int) -> list[dict]:
     return out
 
 
+def _wrong(answer: str, rng: random.Random) -> str:
+    """A plausible but wrong answer: the same sentence with its last number (or word) changed."""
+    nums = re.findall(r"-?\d+", answer)
+    if nums:
+        last = nums[-1]
+        bad = str(int(last) + rng.choice([-3, -2, -1, 1, 2, 7]))
+        i = answer.rfind(last)
+        return answer[:i] + bad + answer[i + len(last):]
+    m = re.search(r"'([a-z]+)'\.$", answer)
+    if m:
+        w = m.group(1)
+        return answer[: m.start(1)] + w[1:] + w[0] + answer[m.end(1):]
+    return answer + " Probably."
+
+
+def preference_rows(chat_rows: list[dict], seed: int) -> list[dict]:
+    """DPO pairs from the chat rows: the prompt turns, the right answer, a wrong one."""
+    rng = random.Random(seed + 1)
+    out = []
+    for row in chat_rows:
+        prompt, answer = row["messages"][:-1], row["messages"][-1]["content"]
+        out.append({"messages": prompt, "chosen": answer, "rejected": _wrong(answer, rng)})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="data/starter")
@@ -95,7 +121,9 @@ def main() -> None:
     all_rows = rows(args.train + args.val, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, part in (("train", all_rows[: args.train]), ("val", all_rows[args.train :])):
+    parts = (("train", all_rows[: args.train]), ("val", all_rows[args.train :]),
+             ("preference", preference_rows(all_rows[: args.train], args.seed)))
+    for name, part in parts:
         with open(out / f"{name}.jsonl", "w", encoding="utf-8") as f:
             for r in part:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")

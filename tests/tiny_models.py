@@ -29,10 +29,22 @@ def _config(family: str, vocab_size: int, bos: int, eos: int, pad: int):
     raise ValueError(f"no tiny model for family {family!r}")
 
 
+# The real tokenizers have their chat markers as single special tokens; the SmolLM2
+# tokenizer borrowed here must too, or marker-based masking (Unsloth) sees different ids.
+SPECIAL_TOKENS = {
+    "llama": ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+    "gemma3": ["<start_of_turn>", "<end_of_turn>"],
+    "mistral": ["[INST]", "[/INST]"],
+}
+
+
 def build_tiny_model(family: str, tokenizer_dir: Path, out_dir: Path, seed: int = 0) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    extra = SPECIAL_TOKENS.get("llama" if family in ("smollm2", "llama3") else family, [])
+    if extra:
+        tok.add_special_tokens({"additional_special_tokens": extra})
     cfg = _config(family, len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)

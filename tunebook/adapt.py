@@ -53,12 +53,12 @@ def _set(cfg: dict, key: str, value: Any, why: str, changes: list[Change]) -> No
     changes.append(Change(key, old, value, why))
 
 
-def adapt_config(config: dict[str, Any], machine: Machine) -> tuple[dict[str, Any], list[Change]]:
+def adapt_config(config: dict[str, Any], machine: Machine, engine: str = "axolotl") -> tuple[dict[str, Any], list[Change]]:
     """Return (adapted copy, changes). Pure: the same input and machine give the same output."""
     cfg = copy.deepcopy(config)
     changes: list[Change] = []
     if not machine.has_cuda:
-        _adapt_cpu(cfg, changes)
+        _adapt_cpu(cfg, changes, engine)
     elif not machine.cuda_bf16 and cfg.get("bf16") in (True, "auto"):
         _set(cfg, "bf16", False, "this GPU has no bf16; fp16 mixed precision instead", changes)
         _set(cfg, "fp16", True, "this GPU has no bf16; fp16 mixed precision instead", changes)
@@ -69,8 +69,10 @@ def adapt_config(config: dict[str, Any], machine: Machine) -> tuple[dict[str, An
     return cfg, changes
 
 
-def _adapt_cpu(cfg: dict, changes: list[Change]) -> None:
-    if cfg.get("adapter") in ("lora", "qlora"):
+def _adapt_cpu(cfg: dict, changes: list[Change], engine: str) -> None:
+    if cfg.get("sample_packing"):
+        _set(cfg, "sample_packing", False, "multipack batches are built for flash-attention varlen kernels (CUDA)", changes)
+    if engine == "axolotl" and cfg.get("adapter") in ("lora", "qlora"):
         for key in LORA_KERNEL_KEYS:
             if cfg.get(key) is not False:
                 # Left unset, Axolotl auto-enables Triton LoRA kernels that allocate on "cuda".
@@ -83,19 +85,28 @@ def _adapt_cpu(cfg: dict, changes: list[Change]) -> None:
         _set(cfg, "attn_implementation", "sdpa", f"{attn or 'flash/xformers'} needs CUDA; sdpa runs on CPU", changes)
     elif attn is None:
         _set(cfg, "attn_implementation", "sdpa", "explicit sdpa so Axolotl picks no CUDA kernel", changes)
-    why_amp = "Axolotl on CPU cannot run bf16, and fp16 is emulated (many times slower): fp32"
-    if cfg.get("bf16") not in (None, False):
-        _set(cfg, "bf16", False, why_amp, changes)
-    if cfg.get("fp16") not in (None, False):
-        _set(cfg, "fp16", False, why_amp, changes)
+    if engine == "unsloth":
+        # Unsloth's CPU backend picks bf16 itself (AMX makes bf16 matmul ~4x fp32 here).
+        if cfg.get("bf16") is not None and cfg.get("bf16") != "auto":
+            _set(cfg, "bf16", "auto", "Unsloth on CPU chooses its own dtype (bf16 where the CPU has it)", changes)
+        if cfg.get("fp16"):
+            _set(cfg, "fp16", False, "fp16 is emulated on CPU (many times slower)", changes)
+    else:
+        why_amp = "Axolotl on CPU cannot run bf16, and fp16 is emulated (many times slower): fp32"
+        if cfg.get("bf16") not in (None, False):
+            _set(cfg, "bf16", False, why_amp, changes)
+        if cfg.get("fp16") not in (None, False):
+            _set(cfg, "fp16", False, why_amp, changes)
     if cfg.get("tf32"):
         _set(cfg, "tf32", False, "tf32 is a CUDA feature", changes)
     opt = str(cfg.get("optimizer") or "")
-    if opt.startswith("paged_") or "8bit" in opt or opt.startswith("adamw_torch_fused"):
+    if opt.startswith("paged_") or "8bit" in opt:
         _set(cfg, "optimizer", "adamw_torch", f"{opt} needs CUDA", changes)
     for key in ("deepspeed", "fsdp", "fsdp_config", "fsdp_version"):
         if cfg.get(key):
             _set(cfg, key, _UNSET, "DeepSpeed/FSDP need CUDA GPUs", changes)
+    if engine == "unsloth":
+        return
     if cfg.get("dataloader_num_workers") is None:
         _set(cfg, "dataloader_num_workers", 0, "worker processes only compete for the same cores", changes)
     if cfg.get("dataloader_pin_memory") is not False:

@@ -52,7 +52,7 @@ def _cmd_show(a) -> int:
     from tunebook.recipe import dump_yaml
     from tunebook.train import resolve
 
-    _recipe, config, changes, machine = resolve(a.recipe, a.args, engine=a.engine)
+    _recipe, config, changes, machine = resolve(a.recipe, a.args, engine=a.engine, check_inputs=False)
     print(dump_yaml(config))
     print(f"# adapted for {machine.kind}:")
     for c in changes:
@@ -73,6 +73,55 @@ def _cmd_lock(a) -> int:
     changed = update(root, a.message)
     print(f"versions.lock: {len(changed)} entries changed" + (": " + ", ".join(changed) if changed else ""))
     return 0
+
+
+def _cmd_list(a) -> int:
+    from tunebook.catalog import render_table, rows
+
+    print(render_table(rows()))
+    return 0
+
+
+def _cmd_new(a) -> int:
+    from tunebook.catalog import new_recipe
+
+    dest = new_recipe(Path(a.src), Path(a.dest))
+    print(f"created {dest} (version 1, locked); edit it, then: make train RECIPE={dest}")
+    return 0
+
+
+def _run_for(recipe_path: str, run: str | None):
+    from tunebook.recipe import load_recipe
+    from tunebook.runs import find_run
+
+    return find_run(load_recipe(recipe_path).meta.name, run, Path(_RUNS))
+
+
+def _cmd_merge(a) -> int:
+    from tunebook.merge import merge_run
+
+    run = _run_for(a.recipe, a.run)
+    print(f"merging the adapter of {run.path} into its full-precision base ...")
+    info = merge_run(run)
+    print(f"merged model: {info['path']} ({info['bytes'] / 2**20:.1f} MiB)\n"
+          f"check: merged logits vs base+adapter max |diff| = {info['logits_max_abs_diff']:.2e} "
+          f"(logit scale {info['logits_scale']:.1f})\nbase: {info['base_model']}, {info['merged_into']}")
+    return 0
+
+
+def _cmd_chat(a) -> int:
+    from tunebook.chat import Chat, interactive
+
+    run = _run_for(a.recipe, a.run)
+    chat = Chat(run, system=a.system or None, max_new_tokens=a.max_new_tokens)
+    if a.prompt:
+        print(chat.reply([{"role": "user", "content": a.prompt}]))
+    else:
+        interactive(chat)
+    return 0
+
+
+_RUNS = "runs"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +145,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="validate recipes (all when none given)")
     p.add_argument("recipes", nargs="*")
     p.set_defaults(fn=_cmd_validate)
+
+    p = sub.add_parser("list", help="table of every recipe")
+    p.set_defaults(fn=_cmd_list)
+
+    p = sub.add_parser("new", help="copy a recipe to a new name (version 1, locked)")
+    p.add_argument("src")
+    p.add_argument("dest")
+    p.set_defaults(fn=_cmd_new)
+
+    p = sub.add_parser("merge", help="merge a run's adapter into its full-precision base")
+    p.add_argument("recipe")
+    p.add_argument("--run", default=None, help="run id or directory (default: latest finished)")
+    p.set_defaults(fn=_cmd_merge)
+
+    p = sub.add_parser("chat", help="generate with a trained run (one-shot with --prompt, else interactive)")
+    p.add_argument("recipe")
+    p.add_argument("--run", default=None)
+    p.add_argument("--prompt", default="")
+    p.add_argument("--system", default="")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.set_defaults(fn=_cmd_chat)
 
     p = sub.add_parser("lock", help="update recipes/versions.lock (or --check it)")
     p.add_argument("--check", action="store_true")

@@ -99,7 +99,10 @@ def update(root: Path = RECIPES_ROOT, message: str = "") -> list[str]:
         tag = f"{e['name']} v{e['version']}"
         if tag in text:
             continue
-        what = message or ("first version" if e["version"] == 1 else "version bump")
+        if e["version"] == 1:
+            what = message if message.startswith("first version") else "first version"
+        else:
+            what = message or "version bump (say why here)"
         added.append(f"\n## {tag} ({time.strftime('%Y-%m-%d')})\n- `{key}`: {what}\n")
     if added:
         atomic_write_text(log, text.rstrip("\n") + "\n" + "".join(added))

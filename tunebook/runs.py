@@ -135,6 +135,25 @@ def finished_runs(recipe_name: str, root: Path = RUNS_ROOT) -> list[RunDir]:
     return [r for r in runs if r.is_complete]
 
 
+def find_run(recipe_name: str, run: str | None = None, root: Path = RUNS_ROOT) -> RunDir:
+    """RUN may be a run id, a run directory, or empty for the latest finished run."""
+    from tunebook.errors import Problem, TunebookError
+
+    if run and Path(run).is_dir():
+        found = RunDir(Path(run))
+    elif run:
+        found = RunDir(Path(root) / recipe_name / run)
+    else:
+        runs = finished_runs(recipe_name, root)
+        if not runs:
+            raise TunebookError([Problem(str(Path(root) / recipe_name), "", "no finished run of this recipe")],
+                                hint=f"train it first: make train RECIPE=<its path>")
+        found = runs[-1]
+    if not found.is_complete:
+        raise TunebookError([Problem(str(found.path), "", "not a finished run (missing, failed or INCOMPLETE)")])
+    return found
+
+
 def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 

@@ -34,6 +34,12 @@ def cpu_capabilities(machine: Machine) -> tuple[dict, dict]:
     return caps, {"torch_version": torch.__version__.split("+")[0]}
 
 
+def _in_hf_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
 def preflight(recipe, config: dict, overrides: dict, online: bool = False) -> None:
     """Catch missing local inputs before an engine spends a minute starting up."""
     where = make_where(recipe, overrides)
@@ -41,9 +47,9 @@ def preflight(recipe, config: dict, overrides: dict, online: bool = False) -> No
     base = str(config.get("base_model") or "")
     if base and not Path(base).exists():
         looks_local = base.startswith((".", "/", "models/")) or base.count("/") != 1
-        if looks_local or not online:
+        if looks_local or not (online or _in_hf_cache(base)):
             src, line = where("base_model")
-            why = "no such folder" if looks_local else "is a hub id, and model hubs are offline here"
+            why = "no such folder" if looks_local else "is a hub id not in the local HF cache, and hubs are offline"
             problems.append(Problem(src, "base_model", f"'{base}' {why}; run `make setup` for the embedded "
                                     "model, or point base_model at a local HF folder", line))
     for list_key in ("datasets", "test_datasets"):
@@ -59,7 +65,7 @@ def preflight(recipe, config: dict, overrides: dict, online: bool = False) -> No
 
 
 def resolve(recipe_path: str | Path, args: str | list[str] | None = None, engine: str | None = None,
-            machine: Machine | None = None) -> tuple[Any, dict, list[Change], Machine]:
+            machine: Machine | None = None, check_inputs: bool = True) -> tuple[Any, dict, list[Change], Machine]:
     """The config a run would launch: recipe + ARGS, validated, then adapted to the machine."""
     recipe = load_recipe(recipe_path)
     overrides = parse_overrides(args)
@@ -67,11 +73,20 @@ def resolve(recipe_path: str | Path, args: str | list[str] | None = None, engine
         overrides["recipe.engine"] = engine
     validate(recipe, overrides)
     config = apply_overrides(recipe.config, overrides)
-    preflight(recipe, config, overrides, online=online_requested())
+    if check_inputs:
+        preflight(recipe, config, overrides, online=online_requested())
     machine = machine or detect()
-    adapted, changes = adapt_config(config, machine)
+    engine_name = config["recipe"].get("engine", "axolotl")
+    adapted, changes = adapt_config(config, machine, engine=engine_name)
     caps, env_caps = cpu_capabilities(machine)
     validate(recipe, overrides, capabilities=caps, env_capabilities=env_caps, config=adapted)
+    where = make_where(recipe, overrides)
+    unhonoured = []
+    for p in get_engine(engine_name).check(adapted):
+        source, line = where(p.key)
+        unhonoured.append(Problem(source, p.key, p.message, line))
+    if unhonoured:
+        raise TunebookError(unhonoured, hint=f"engine '{engine_name}' is set in recipe.engine (override: ENGINE=axolotl)")
     return recipe, adapted, changes, machine
 
 
@@ -160,6 +175,7 @@ def train(recipe_path: str | Path, args: str | list[str] | None = None, engine: 
                 "linear4bit_modules": metrics.get("linear4bit_modules")},
         timing=metrics.get("timing"),
         loss_curve=curve,
+        last_log=next((e for e in reversed(metrics.get("log_history", [])) if "loss" in e), {}),
         final_loss=curve[-1]["loss"] if curve else None,
         first_loss=curve[0]["loss"] if curve else None,
         output_dir=str(run.output),

@@ -1,58 +1,20 @@
-"""Launch Axolotl on a resolved config in a child process and collect what it measured."""
+"""The Axolotl engine: full, LoRA, QLoRA and DPO through Axolotl's own train path."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
+from tunebook.engines.process import run_worker
 from tunebook.runs import RunDir
 
 NAME = "axolotl"
+WORKER = "tunebook.engines.axolotl_worker"
 
 
-def command(config_path: Path, metrics_path: Path) -> list[str]:
-    """One process per run. Multi-GPU runs go through `accelerate launch` (a later issue)."""
-    return [sys.executable, "-m", "tunebook.engines.axolotl_worker", str(config_path), str(metrics_path)]
+def check(config: dict) -> list:
+    """Axolotl honours every key its schema knows; validation already checked them."""
+    return []
 
 
 def launch(run: RunDir, config_path: Path, env: dict[str, str], echo: bool = True) -> dict:
-    """Run the engine; return its metrics. Raises EngineFailed with the log's tail on failure."""
-    metrics_path = run.path / "metrics.json"
-    full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-    cmd = command(config_path, metrics_path)
-    with open(run.log, "wb") as log:
-        log.write((" ".join(cmd) + "\n").encode())
-        log.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env)
-        try:
-            assert proc.stdout is not None
-            # Raw chunks, not lines: tqdm redraws with \r and must reach the terminal live.
-            while chunk := proc.stdout.read1(65536):
-                log.write(chunk)
-                log.flush()
-                if echo:
-                    sys.stdout.buffer.write(chunk)
-                    sys.stdout.buffer.flush()
-            rc = proc.wait()
-        except BaseException:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            raise
-    if rc != 0 or not metrics_path.exists():
-        raise EngineFailed(rc, run.log)
-    return json.loads(metrics_path.read_text(encoding="utf-8"))
-
-
-class EngineFailed(RuntimeError):
-    def __init__(self, returncode: int, log: Path):
-        self.returncode = returncode
-        self.log = log
-        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-25:]
-        super().__init__(f"engine exited with code {returncode}; last lines of {log}:\n" + "\n".join(tail))
+    return run_worker(WORKER, run, config_path, env, echo)

@@ -1,0 +1,75 @@
+"""Every shipped recipe trains 2 steps through its own engine on a tiny model of its own
+architecture, with its own chat template. A recipe dropped into recipes/ is picked up here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tiny_models import build_tiny_model
+from tunebook.lock import discover
+from tunebook.recipe import load_recipe
+from tunebook.train import train
+
+RECIPES = discover(Path("recipes"))
+ARCH = {"smollm2": "llama", "llama3": "llama", "qwen3": "qwen3", "gemma3": "gemma3", "mistral": "mistral"}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(smollm2_dir, tmp_path_factory):
+    cache: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        arch = ARCH[family]
+        if arch not in cache:
+            cache[arch] = build_tiny_model(arch, smollm2_dir, tmp_path_factory.mktemp(f"tiny-{arch}"))
+        return cache[arch]
+
+    return get
+
+
+def tiny_copy(path: Path, model: Path, work: Path) -> Path:
+    """The recipe as shipped, but small: tiny model, 8 rows, 2 steps, no checkpoints."""
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    ds = cfg["datasets"][0]
+    src = Path(ds["path"])
+    data = work / src.name
+    data.write_text("".join(src.read_text(encoding="utf-8").splitlines(keepends=True)[:8]), encoding="utf-8")
+    ds["path"] = str(data)
+    cfg.update(base_model=str(model), max_steps=2, micro_batch_size=2, gradient_accumulation_steps=1,
+               sequence_len=256, logging_steps=1, save_strategy="no", dataset_prepared_path=str(work / "prepared"),
+               output_dir=str(work / "direct"))
+    for key in ("saves_per_epoch", "warmup_ratio"):
+        cfg.pop(key, None)
+    out = work / path.name
+    out.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return out
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.as_posix())
+def test_recipe_trains_on_a_tiny_model_of_its_family(path, tiny_models, tmp_path):
+    meta = load_recipe(path).meta
+    recipe = tiny_copy(path, tiny_models(meta.family), tmp_path)
+    run = train(recipe, runs_root=tmp_path / "runs", echo=False)
+    record = json.loads((run.path / "run.json").read_text())
+    assert record["status"] == "finished" and record["engine"] == meta.engine
+    assert record["steps"] == 2 and len(record["loss_curve"]) == 2
+    assert all(p["loss"] == p["loss"] for p in record["loss_curve"])  # no NaN
+    out = run.output
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if cfg.get("adapter"):
+        adapter_cfg = json.loads((out / "adapter_config.json").read_text())
+        assert (out / "adapter_model.safetensors").is_file()
+        assert adapter_cfg["r"] == cfg["lora_r"]
+        assert adapter_cfg.get("use_dora", False) == bool(cfg.get("peft_use_dora"))
+        assert adapter_cfg.get("use_rslora", False) == bool(cfg.get("peft_use_rslora"))
+        expected4 = 14 if cfg.get("load_in_4bit") else 0  # 2 layers x 7 projections
+        assert record["params"]["linear4bit_modules"] == expected4
+    else:
+        assert (out / "model.safetensors").is_file()
+    if cfg.get("rl") == "dpo":
+        assert "rewards/margins" in record["last_log"], record["last_log"]

@@ -1,0 +1,94 @@
+"""The Unsloth engine's key mapping, its refusals, and its masking markers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tunebook.engines import unsloth as U
+from tunebook.errors import TunebookError
+from tunebook.train import resolve
+
+QLORA = Path("recipes/smollm2/qlora.yaml")
+
+CFG = {
+    "base_model": "m", "sequence_len": 256, "load_in_4bit": True, "adapter": "qlora", "lora_r": 8,
+    "lora_alpha": 16, "lora_dropout": 0.05, "lora_target_modules": ["q_proj", "v_proj"], "peft_use_rslora": True,
+    "gradient_checkpointing": True, "seed": 7, "micro_batch_size": 3, "gradient_accumulation_steps": 2,
+    "num_epochs": 2, "max_steps": 5, "learning_rate": 1e-4, "lr_scheduler": "cosine", "warmup_ratio": 0.1,
+    "weight_decay": 0.01, "max_grad_norm": 0.3, "optimizer": "adamw_torch", "logging_steps": 2,
+    "saves_per_epoch": 1, "output_dir": "out", "sample_packing": True, "trust_remote_code": False,
+    "datasets": [{"path": "d.jsonl", "type": "chat_template", "field_messages": "messages"}],
+}
+
+
+def test_model_and_peft_mapping():
+    assert U.model_kwargs(CFG) == {"model_name": "m", "max_seq_length": 256, "load_in_4bit": True,
+                                   "load_in_8bit": False, "full_finetuning": False, "trust_remote_code": False,
+                                   "dtype": None}
+    assert U.peft_kwargs(CFG) == {"r": 8, "target_modules": ["q_proj", "v_proj"], "lora_alpha": 16,
+                                  "lora_dropout": 0.05, "bias": "none", "use_gradient_checkpointing": "unsloth",
+                                  "random_state": 7, "use_rslora": True}
+    assert U.peft_kwargs({**CFG, "lora_target_linear": True})["target_modules"] == U.ALL_LINEAR
+    assert U.peft_kwargs({**CFG, "adapter": None}) is None
+    assert U.model_kwargs({**CFG, "adapter": None, "load_in_4bit": False})["full_finetuning"] is True
+    assert U.model_kwargs({**CFG, "fp16": True})["dtype"] == "float16"
+
+
+def test_trainer_mapping():
+    k = U.sft_kwargs(CFG)
+    assert (k["per_device_train_batch_size"], k["gradient_accumulation_steps"], k["num_train_epochs"]) == (3, 2, 2.0)
+    assert (k["max_steps"], k["learning_rate"], k["lr_scheduler_type"]) == (5, 1e-4, "cosine")
+    assert (k["warmup_steps"], k["weight_decay"], k["max_grad_norm"]) == (0.1, 0.01, 0.3)
+    assert (k["optim"], k["logging_steps"], k["save_strategy"], k["seed"]) == ("adamw_torch", 2, "epoch", 7)
+    assert (k["max_length"], k["packing"], k["output_dir"], k["report_to"]) == (256, True, "out", [])
+    assert U.sft_kwargs({**CFG, "warmup_steps": 4})["warmup_steps"] == 4
+    assert U.sft_kwargs({**CFG, "max_steps": None})["max_steps"] == -1
+
+
+def test_every_honoured_key_is_mapped_somewhere():
+    mapped = set(CFG) | {"load_in_8bit", "fp16", "bf16", "lora_target_linear", "warmup_steps", "save_strategy",
+                         "save_steps", "chat_template", "bnb_config_kwargs", "val_set_size", "use_wandb"}
+    assert set(U.HONOURED) <= mapped
+    assert U.check(CFG) == []
+
+
+@pytest.mark.parametrize("key,value", [("peft_use_dora", True), ("loraplus_lr_ratio", 16), ("rl", "dpo"),
+                                       ("neftune_noise_alpha", 5)])
+def test_unhonoured_keys_fail_with_their_name(key, value):
+    (p,) = [p for p in U.check({**CFG, key: value}) if p.key == key]
+    assert "cannot honour" in p.message and "ENGINE=axolotl" in p.message
+
+
+def test_unhonoured_dataset_settings():
+    bad = {**CFG, "datasets": [{"path": "d.jsonl", "type": "alpaca"}, {"path": "e.jsonl"}],
+           "bnb_config_kwargs": {"bnb_4bit_quant_type": "fp4"}}
+    keys = {p.key for p in U.check(bad)}
+    assert {"datasets", "datasets.0.type", "bnb_config_kwargs.bnb_4bit_quant_type"} <= keys
+
+
+def test_resolve_names_the_unhonoured_key_from_args():
+    with pytest.raises(TunebookError) as info:
+        resolve(QLORA, "loraplus_lr_ratio=16")
+    (p,) = info.value.problems
+    assert (p.source, p.key) == ("ARGS", "loraplus_lr_ratio") and "ENGINE=axolotl" in info.value.hint
+    _recipe, cfg, _changes, _m = resolve(QLORA, "loraplus_lr_ratio=16", engine="axolotl")
+    assert cfg["recipe"]["engine"] == "axolotl" and cfg["loraplus_lr_ratio"] == 16
+
+
+@pytest.mark.parametrize("template,instruction,response", [
+    ("tokenizer_default", "<|im_start|>user\n", "<|im_start|>assistant\n"),
+    # Qwen3 renders the final assistant turn with an empty think block; the loss starts after it
+    ("qwen3", "<|im_start|>user\n", "<|im_start|>assistant\n<think>\n\n"),
+    ("llama3", "<|start_header_id|>user<|end_header_id|>\n\n", "<|start_header_id|>assistant<|end_header_id|>\n\n"),
+    ("gemma3", "<start_of_turn>user\n", "<start_of_turn>model\n"),
+    ("mistral_v2v3", "[INST] ", "[/INST]"),
+])
+def test_masking_markers_are_read_off_each_template(smollm2_dir, template, instruction, response):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    if template != "tokenizer_default":
+        tok.chat_template = U.axolotl_template(template)
+    assert U.template_parts(tok) == (instruction, response)

@@ -1,0 +1,44 @@
+"""`make chat`: talk to a trained run with its recipe's chat template."""
+
+from __future__ import annotations
+
+import sys
+
+from tunebook.loading import load_model, load_tokenizer
+from tunebook.runs import RunDir
+
+
+class Chat:
+    def __init__(self, run: RunDir, system: str | None = None, max_new_tokens: int = 128):
+        self.tok = load_tokenizer(run)
+        self.model = load_model(run, merged=True)
+        self.model.eval()
+        self.system = system
+        self.max_new_tokens = max_new_tokens
+
+    def reply(self, history: list[dict]) -> str:
+        import torch
+
+        messages = ([{"role": "system", "content": self.system}] if self.system else []) + history
+        ids = self.tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                           return_dict=True)
+        with torch.no_grad():
+            out = self.model.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                      pad_token_id=self.tok.pad_token_id or self.tok.eos_token_id)
+        return self.tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def interactive(chat: Chat) -> None:
+    history: list[dict] = []
+    print("chat: an empty line or Ctrl-D ends the session", file=sys.stderr)
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            break
+        if not line:
+            break
+        history.append({"role": "user", "content": line})
+        answer = chat.reply(history)
+        history.append({"role": "assistant", "content": answer})
+        print(f"model> {answer}")

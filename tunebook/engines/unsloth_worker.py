@@ -1,0 +1,92 @@
+"""The Unsloth engine process. Unsloth must be imported before transformers/trl/peft (it
+patches them), which is one more reason each run is its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+
+def main(config_path: str, metrics_path: str) -> int:
+    t0 = time.time()
+    from tunebook.quiet import quiet_imports
+
+    quiet_imports()
+    import yaml
+
+    cfg = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
+    import unsloth  # noqa: F401  (first: it patches transformers, trl and peft)
+    import torch
+    from unsloth import FastLanguageModel
+    from unsloth.chat_templates import train_on_responses_only
+
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    from datasets import load_dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from tunebook.engines.unsloth import axolotl_template, model_kwargs, peft_kwargs, sft_kwargs, template_parts
+
+    mk = model_kwargs(cfg)
+    mk["dtype"] = getattr(torch, mk["dtype"]) if mk["dtype"] else None
+    model, tokenizer = FastLanguageModel.from_pretrained(**mk)
+    template = cfg.get("chat_template")
+    if template and template != "tokenizer_default":
+        tokenizer.chat_template = axolotl_template(template)
+    pk = peft_kwargs(cfg)
+    if pk:
+        model = FastLanguageModel.get_peft_model(model, **pk)
+
+    ds_cfg = cfg["datasets"][0]
+    field = ds_cfg.get("field_messages", "messages")
+    dataset = load_dataset("json", data_files=ds_cfg["path"], split="train")
+    dataset = dataset.map(
+        lambda row: {"text": tokenizer.apply_chat_template(row[field], tokenize=False)},
+        remove_columns=dataset.column_names,
+    )
+    args = SFTConfig(**sft_kwargs(cfg))
+    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=dataset, args=args)
+    instruction, response = template_parts(tokenizer)
+    trainer = train_on_responses_only(trainer, instruction_part=instruction, response_part=response)
+    labels = trainer.train_dataset["labels"]
+    t_train = time.time()
+    trainer.train()
+    t_end = time.time()
+    out = Path(cfg["output_dir"])
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+    import bitsandbytes as bnb
+
+    state = trainer.state
+    steps = state.global_step
+    rows_seen = steps * args.per_device_train_batch_size * args.gradient_accumulation_steps
+    # Rows come in a seeded shuffle; rows of one dataset are alike, so count as many rows as seen.
+    seen = [labels[i % len(labels)] for i in range(rows_seen)]
+    metrics = {
+        "log_history": state.log_history,
+        "global_step": steps,
+        "tokens_total": int(sum(len(x) for x in seen)),
+        "tokens_trainable": int(sum(sum(1 for t in x if t != -100) for x in seen)),
+        "tokens_note": "counted over the rows the steps consumed (no padding)",
+        "masking": {"instruction_part": instruction, "response_part": response},
+        "compute_dtype": str(getattr(model, "dtype", "")),
+        "linear4bit_modules": sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()),
+        "trainable_params": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
+        "total_params": int(sum(p.numel() for p in model.parameters())),
+        "timing": {"startup_s": round(t_train - t0, 2), "train_s": round(t_end - t_train, 2)},
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    tmp = Path(metrics_path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(metrics, default=float), encoding="utf-8")
+    os.replace(tmp, metrics_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))

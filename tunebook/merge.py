@@ -1,0 +1,67 @@
+"""`make merge`: bake a run's LoRA/QLoRA adapter into its full-precision base model.
+
+The merged folder is written to a temporary directory and renamed into place, and only
+after its logits were checked against base+adapter, so `merged/` is either right or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from tunebook.errors import Problem, TunebookError
+from tunebook.loading import load_model, load_tokenizer, run_config
+from tunebook.runs import RunDir, atomic_write_json
+
+PROBE = "Compute 12 + 30. The answer is"
+
+
+def merge_run(run: RunDir, atol: float = 1e-3) -> dict:
+    import torch
+
+    if not (run.output / "adapter_config.json").exists():
+        raise TunebookError([Problem(str(run.output), "", "this run trained all weights; there is no adapter to merge")],
+                            hint="its output/ folder already is a complete model")
+    tok = load_tokenizer(run)
+    model = load_model(run)
+    model.eval()
+    ids = tok(PROBE, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**ids).logits
+    merged = model.merge_and_unload()
+    with torch.no_grad():
+        got = merged(**ids).logits
+    diff = (expected - got).abs().max().item()
+    scale = expected.abs().max().item()
+    if diff > atol * max(1.0, scale):
+        raise TunebookError([Problem(str(run.path), "", f"merged logits differ from base+adapter by {diff:.3g}")],
+                            exit_code=1)
+    final = run.path / "merged"
+    tmp = Path(tempfile.mkdtemp(prefix=".merged.", dir=run.path))
+    try:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    cfg = run_config(run)
+    info = {
+        "base_model": cfg["base_model"],
+        "adapter": str(run.output),
+        "quantized_training": bool(cfg.get("load_in_4bit")),
+        "merged_into": "full-precision (fp32) base" + (" (QLoRA adapters merge into the unquantized base)"
+                                                          if cfg.get("load_in_4bit") else ""),
+        "logits_max_abs_diff": diff,
+        "logits_scale": scale,
+        "probe": PROBE,
+        "path": str(final),
+        "bytes": sum(p.stat().st_size for p in final.rglob("*") if p.is_file()),
+    }
+    atomic_write_json(final / "merge.json", info)
+    return info
