@@ -8,10 +8,9 @@ setup converts once and every later command reads the folder.
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from tunebook.runs import atomic_save_pretrained
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_DIR = Path("models/smollm2-135m-instruct")
@@ -61,16 +60,4 @@ def convert(out_dir: Path = DEFAULT_DIR, force: bool = False) -> Path:
     tokenizer.eos_token = "<|im_end|>"
     tokenizer.pad_token = "<|im_end|>"
     tokenizer.model_max_length = model.config.max_position_embeddings
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    tmp.chmod(0o755)
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return atomic_save_pretrained(out_dir, model, tokenizer)

@@ -6,15 +6,9 @@ after its logits were checked against base+adapter, so `merged/` is either right
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
-from pathlib import Path
-
 from tunebook.errors import Problem, TunebookError
 from tunebook.loading import load_model, load_tokenizer, run_config
-from tunebook.runs import RunDir, atomic_write_json
+from tunebook.runs import RunDir, atomic_save_pretrained, atomic_write_json
 
 PROBE = "Compute 12 + 30. The answer is"
 
@@ -39,17 +33,7 @@ def merge_run(run: RunDir, atol: float = 1e-3) -> dict:
     if diff > atol * max(1.0, scale):
         raise TunebookError([Problem(str(run.path), "", f"merged logits differ from base+adapter by {diff:.3g}")],
                             exit_code=1)
-    final = run.path / "merged"
-    tmp = Path(tempfile.mkdtemp(prefix=".merged.", dir=run.path))
-    try:
-        merged.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    final = atomic_save_pretrained(run.path / "merged", merged, tok)
     cfg = run_config(run)
     info = {
         "base_model": cfg["base_model"],

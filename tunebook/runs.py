@@ -48,6 +48,27 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def atomic_save_pretrained(final: Path, *objects) -> Path:
+    """save_pretrained each object into a temp folder beside `final`, then rename it into place.
+
+    A killed save leaves a hidden temp folder, never a half-written model at `final`.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    tmp.chmod(0o755)
+    try:
+        for obj in objects:
+            obj.save_pretrained(tmp)  # safetensors is the default in transformers 5
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 

@@ -171,6 +171,7 @@ def train(recipe_path: str | Path, args: str | list[str] | None = None, engine: 
             if metrics.get("tokens_trainable") and train_s else None,
         },
         peak_rss_mib=metrics.get("peak_rss_mib"),
+        memory_estimate_mib=_estimate_mib(config, machine),
         params={"trainable": metrics.get("trainable_params"), "total": metrics.get("total_params"),
                 "linear4bit_modules": metrics.get("linear4bit_modules")},
         timing=metrics.get("timing"),
@@ -187,6 +188,13 @@ def train(recipe_path: str | Path, args: str | list[str] | None = None, engine: 
     if echo:
         print_summary(record)
     return run
+
+
+def _estimate_mib(config: dict, machine: Machine) -> float | None:
+    from tunebook.memory import estimate
+
+    est = estimate(config, on_gpu=machine.has_cuda)
+    return round(est.total / 2**20, 1) if est else None
 
 
 def _mean(xs: list[float]) -> float:
@@ -206,7 +214,7 @@ def print_summary(record: dict) -> None:
         f"loss      first {_mean(curve[:k]):.4f} -> last {_mean(curve[-k:]):.4f} (mean of {k} logged steps each)",
         f"tokens    {tok.get('total')} seen, {tok.get('trainable')} trained on; {tok.get('per_second')} tok/s",
         f"params    {params.get('trainable'):,} trainable of {params.get('total'):,}" if params.get("trainable") else "params    n/a",
-        f"memory    peak RSS {record.get('peak_rss_mib')} MiB",
+        f"memory    peak RSS {record.get('peak_rss_mib')} MiB (estimated at most {record.get('memory_estimate_mib')} MiB)",
         f"output    {record.get('output_dir')} ({record.get('output_bytes', 0) / 2**20:.1f} MiB)",
         f"adapted   {len(record.get('adaptations', []))} settings for {record['machine']['kind']} (see run.json)",
     ]
