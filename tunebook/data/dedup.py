@@ -1,0 +1,69 @@
+"""Exact duplicates by a normalised content hash; near duplicates by MinHash LSH (datasketch)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+_WS = re.compile(r"\s+")
+
+
+def row_text(row: Any) -> str:
+    """All the text of a row, in order, without keys or roles."""
+    if isinstance(row, str):
+        return row
+    if isinstance(row, dict):
+        return "\n".join(row_text(v) for k, v in row.items() if k not in ("role", "from"))
+    if isinstance(row, list):
+        return "\n".join(row_text(v) for v in row)
+    return "" if row is None else str(row)
+
+
+def normalise(text: str) -> str:
+    return _WS.sub(" ", text.lower()).strip()
+
+
+def content_hash(row: Any) -> str:
+    return hashlib.sha256(normalise(row_text(row)).encode()).hexdigest()
+
+
+def shingles(text: str, k: int = 5) -> set[bytes]:
+    words = normalise(text).split()
+    if len(words) < k:
+        return {" ".join(words).encode()}
+    return {" ".join(words[i:i + k]).encode() for i in range(len(words) - k + 1)}
+
+
+class NearDuplicates:
+    """Keeps a MinHash LSH index of the rows kept so far; `seen(row)` says which kept row it repeats."""
+
+    def __init__(self, threshold: float = 0.8, num_perm: int = 64, shingle: int = 3):
+        from datasketch import MinHash, MinHashLSH
+
+        self._MinHash = MinHash
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self.num_perm, self.shingle, self.threshold = num_perm, shingle, threshold
+        self.sigs: dict[str, Any] = {}
+
+    def signature(self, text: str):
+        m = self._MinHash(num_perm=self.num_perm)
+        for s in shingles(text, self.shingle):
+            m.update(s)
+        return m
+
+    def match(self, key: str, text: str) -> tuple[str, float] | None:
+        """(key of the kept near-duplicate, estimated Jaccard) or None; a new row is indexed."""
+        sig = self.signature(text)
+        for other in self.lsh.query(sig):
+            j = sig.jaccard(self.sigs[other])
+            if j >= self.threshold:
+                return other, j
+        self.lsh.insert(key, sig)
+        self.sigs[key] = sig
+        return None
+
+
+def dumps_key(row: Any) -> str:
+    return json.dumps(row, sort_keys=True, ensure_ascii=False)
