@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 .DEFAULT_GOAL := help
 RUN     ?=
 PROMPT  ?=
-.PHONY: help setup test test-slow train show list new validate merge chat lock lock-check freeze clean
+.PHONY: help setup test test-slow train show list new validate merge chat data split stats inspect nba bench-data lock lock-check freeze clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,6 +44,25 @@ merge: ## merge RECIPE's adapter into its base [RUN=id] -> runs/<name>/<run>/mer
 
 chat: ## chat with RECIPE's latest run [RUN=id] [PROMPT="..."] (interactive without PROMPT)
 	$(TB) chat $(RECIPE) $(if $(RUN),--run $(RUN)) $(if $(PROMPT),--prompt "$(PROMPT)")
+
+data: ## convert/validate/scrub/dedup: make data IN=x.json TO=messages OUT=y.jsonl [FROM=fmt] [DATA_ARGS=...]
+	@test -n "$(IN)" -a -n "$(TO)" -a -n "$(OUT)" || { echo 'usage: make data IN=<file> TO=<alpaca|sharegpt|messages|completion|preference> OUT=<file.jsonl> [FROM=<format>]'; exit 2; }
+	$(TB) data convert $(IN) --to $(TO) --out $(OUT) $(if $(FROM),--from $(FROM)) $(DATA_ARGS)
+
+split: ## deterministic split: make split IN=clean.jsonl OUT_DIR=data/mine [DATA_ARGS="--val 0.1 --stratify task"]
+	$(TB) data split $(IN) --out-dir $(OUT_DIR) $(DATA_ARGS)
+
+stats: ## token lengths + histogram PNG with RECIPE's tokenizer [DATA=file]
+	$(TB) data stats $(RECIPE) $(if $(DATA),--data $(DATA))
+
+inspect: ## show N rows of RECIPE's data as the engine tokenizes them, loss tokens marked [N=3]
+	$(TB) inspect $(RECIPE) -n $(or $(N),3) --args "$(ARGS)"
+
+nba: ## regenerate data/nba/ (seeded; the committed files are its output)
+	$(PY) scripts/make_nba_data.py
+
+bench-data: ## rows/s of convert+validate+exact-dedup on 200k generated rows [ROWS=n]
+	$(TB) data bench --rows $(or $(ROWS),200000)
 
 validate: ## validate all recipes, or RECIPE=path
 	$(TB) validate $(if $(filter command line,$(origin RECIPE)),$(RECIPE))

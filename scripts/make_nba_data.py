@@ -87,8 +87,14 @@ def main() -> None:
     t, p = teams.get_teams(), players.get_players()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    splits = {name: generate(n, name, args.seed, t, p) for name, n in
-              (("train", args.train), ("val", args.val), ("test", args.test))}
+    splits: dict[str, list[dict]] = {}
+    used: set[str] = set()  # questions and fact answers of earlier splits: val and test never repeat them
+    for name, n in (("train", args.train), ("val", args.val), ("test", args.test)):
+        splits[name] = generate(n, name, args.seed, t, p, exclude=used)
+        for r in splits[name]:
+            used.add(r["messages"][1]["content"])
+            if r["kind"] == "fact":
+                used.add(r["answer"])
     train_q = {r["messages"][1]["content"] for r in splits["train"]}
     overlap = [r for r in splits["test"] if r["messages"][1]["content"] in train_q]
     assert not overlap, f"{len(overlap)} test questions appear in train"

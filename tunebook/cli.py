@@ -167,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.set_defaults(fn=_cmd_chat)
 
+    from tunebook.data.cli import register as register_data
+
+    register_data(sub)
+
     p = sub.add_parser("lock", help="update recipes/versions.lock (or --check it)")
     p.add_argument("--check", action="store_true")
     p.add_argument("--root", default=None)

@@ -5,6 +5,7 @@ import; on a CPU machine both are expected, and they bury the messages that matt
 """
 
 import logging
+import warnings
 
 NOISY_LOGGERS = ("torchao", "torch.utils._pytree")
 
@@ -12,3 +13,5 @@ NOISY_LOGGERS = ("torchao", "torch.utils._pytree")
 def quiet_imports() -> None:
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    # bitsandbytes asks the (offline) hub to vouch for a kernel on every import
+    warnings.filterwarnings("ignore", message=".*publisher trust check.*")

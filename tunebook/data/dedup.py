@@ -21,29 +21,48 @@ def row_text(row: Any) -> str:
     return "" if row is None else str(row)
 
 
+def content_text(row: Any) -> str:
+    """The text that makes a row what it is: turns and fields of its format, without the
+    system prompt and metadata that templated datasets share across every row."""
+    if isinstance(row, dict):
+        for key, role_key, text_key in (("messages", "role", "content"), ("conversations", "from", "value")):
+            turns = row.get(key)
+            if isinstance(turns, list):
+                return "\n".join(str(t.get(text_key, "")) for t in turns
+                                 if isinstance(t, dict) and t.get(role_key) != "system")
+        fields = [k for k in ("instruction", "input", "output", "text", "prompt", "chosen", "rejected") if k in row]
+        if fields:
+            return "\n".join(row_text(row[k]) for k in fields)
+    return row_text(row)
+
+
 def normalise(text: str) -> str:
     return _WS.sub(" ", text.lower()).strip()
 
 
 def content_hash(row: Any) -> str:
-    return hashlib.sha256(normalise(row_text(row)).encode()).hexdigest()
+    return hashlib.sha256(normalise(content_text(row)).encode()).hexdigest()
 
 
 def shingles(text: str, k: int = 5) -> set[bytes]:
-    words = normalise(text).split()
-    if len(words) < k:
-        return {" ".join(words).encode()}
-    return {" ".join(words[i:i + k]).encode() for i in range(len(words) - k + 1)}
+    """Character k-grams of the normalised text: short instructions have too few words for
+    word shingles, and one changed word would move a word-shingle Jaccard a long way."""
+    t = normalise(text)
+    if len(t) <= k:
+        return {t.encode()}
+    return {t[i:i + k].encode() for i in range(len(t) - k + 1)}
 
 
 class NearDuplicates:
     """Keeps a MinHash LSH index of the rows kept so far; `seen(row)` says which kept row it repeats."""
 
-    def __init__(self, threshold: float = 0.8, num_perm: int = 64, shingle: int = 3):
+    def __init__(self, threshold: float = 0.8, num_perm: int = 128, shingle: int = 5):
         from datasketch import MinHash, MinHashLSH
 
         self._MinHash = MinHash
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        # Candidates are re-checked with the estimated Jaccard below, so tune the bands for
+        # few missed pairs rather than few candidates.
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(0.1, 0.9))
         self.num_perm, self.shingle, self.threshold = num_perm, shingle, threshold
         self.sigs: dict[str, Any] = {}
 

@@ -108,6 +108,7 @@ def _older_team(rng, teams, players):
     a, b = rng.sample([t for t in teams], 2)
     while a["year_founded"] == b["year_founded"]:
         a, b = rng.sample(teams, 2)
+    a, b = sorted((a, b), key=lambda t: t["full_name"])  # one question per pair, not two mirror images
     old, gap = (a, b) if a["year_founded"] < b["year_founded"] else (b, a), abs(a["year_founded"] - b["year_founded"])
     first = old[0]
     return ({"a": a["full_name"], "b": b["full_name"]},
@@ -178,12 +179,13 @@ TASKS: dict[str, Task] = {
 }
 
 
-def generate(n: int, split: str, seed: int, teams: list[dict], players: list[dict]) -> list[dict]:
+def generate(n: int, split: str, seed: int, teams: list[dict], players: list[dict],
+             exclude: set[str] | None = None) -> list[dict]:
     """n rows, round-robin over tasks; a task whose questions run out (30 teams x a few
     templates) drops out of the rotation instead of repeating itself."""
     rng = random.Random(f"{seed}:{split}")
     active = sorted(TASKS)
-    rows, seen, misses = [], set(), {t: 0 for t in active}
+    rows, seen, misses = [], set(exclude or ()), {t: 0 for t in active}
     i = 0
     while len(rows) < n:
         if not active:
@@ -193,12 +195,14 @@ def generate(n: int, split: str, seed: int, teams: list[dict], players: list[dic
         train_t, test_t, build = TASKS[task]
         args, answer, kind = build(rng, teams, players)
         question = rng.choice(test_t if split == "test" else train_t).format(**args)
-        if question in seen:
+        if question in seen or answer in seen:
             misses[task] += 1
             if misses[task] > 200:
                 active.remove(task)
             continue
         seen.add(question)
+        if kind == "fact":
+            seen.add(answer)  # one question per fact per split family: no paraphrase twins
         rows.append({
             "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question},
                          {"role": "assistant", "content": answer}],

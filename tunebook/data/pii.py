@@ -25,7 +25,7 @@ PATTERNS: list[tuple[str, re.Pattern]] = [
         r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b"
         r"|\b(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}\b|\b(?:[0-9a-f]{1,4}:){1,6}:(?:[0-9a-f]{1,4}:?){1,6}\b", re.I)),
     ("PHONE", re.compile(
-        r"(?<![\w.])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]?\d{4}(?![\w.])")),
+        r"(?<![\w.-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\w|[.-]\d)")),
 ]
 
 
@@ -43,16 +43,25 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-def scrub_text(text: str, counts: Counter | None = None) -> str:
+def scrub_text(text: str, counts: Counter | None = None, found: list | None = None) -> str:
+    """Replace PII with <TYPE> placeholders; count per type, and list (type, value) if asked."""
     counts = counts if counts is not None else Counter()
     for kind, pattern in PATTERNS:
         def repl(m: re.Match, kind=kind) -> str:
             if kind == "CREDIT_CARD" and not luhn_ok(m.group(0)):
                 return m.group(0)
             counts[kind] += 1
+            if found is not None:
+                found.append((kind, m.group(0)))
             return f"<{kind}>"
         text = pattern.sub(repl, text)
     return text
+
+
+def find_pii(text: str) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    scrub_text(text, found=found)
+    return found
 
 
 def scrub(value: Any, counts: Counter) -> Any:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from tunebook.data import formats
-from tunebook.data.dedup import NearDuplicates, content_hash, row_text
+from tunebook.data.dedup import NearDuplicates, content_hash, content_text, row_text
 from tunebook.data.pii import scrub
 from tunebook.data.quality import Filters
 from tunebook.data.reader import dumps, iter_records
@@ -162,7 +162,7 @@ def run(in_path: str | Path, out_path: str | Path, opts: Options) -> Summary:
                     continue
                 seen[h] = rec.line
             if near is not None:
-                hit = near.match(str(rec.line), text)
+                hit = near.match(str(rec.line), content_text(row))
                 if hit:
                     s.near_duplicates += 1
                     reject("near_duplicate", rec.line, f"near duplicate of line {hit[0]} (jaccard ~{hit[1]:.2f})", row=row)

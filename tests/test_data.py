@@ -1,0 +1,218 @@
+"""The data pipeline: formats, malformed input, accounting, PII, dedup, filters, splits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tunebook.data import formats
+from tunebook.data.dedup import content_text, normalise
+from tunebook.data.pii import find_pii, luhn_ok
+from tunebook.data.pipeline import DataError, Options, run
+from tunebook.data.quality import Filters
+from tunebook.data.reader import EmptyInput
+from tunebook.data.split import leakage, split_of
+
+SAMPLES = Path("data/samples")
+
+
+def write(path: Path, lines: list) -> Path:
+    path.write_bytes(b"".join((l if isinstance(l, bytes) else (l if isinstance(l, str) else json.dumps(l)).encode()) + b"\n"
+                             for l in lines))
+    return path
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(l) for l in path.read_text().splitlines()]
+
+
+def rejects(out: Path) -> list[dict]:
+    return rows(out.with_name(out.stem + ".rejects.jsonl"))
+
+
+# ---- round trips
+
+@pytest.mark.parametrize("src,via", [("alpaca.jsonl", "messages"), ("sharegpt.json", "messages"),
+                                     ("alpaca.jsonl", "sharegpt"), ("alpaca.csv", "messages")])
+def test_round_trips_preserve_content(tmp_path, src, via):
+    start = SAMPLES / src
+    fmt = formats.detect(next(iter(__import__("tunebook.data.reader", fromlist=["x"]).iter_records(start))).row)[0]
+    mid, back = tmp_path / "mid.jsonl", tmp_path / "back.jsonl"
+    assert run(start, mid, Options(to=via, near_dup_threshold=None, progress=False)).written > 0
+    s = run(mid, back, Options(to=fmt, near_dup_threshold=None, progress=False))
+    from tunebook.data.reader import iter_records
+
+    original = [r.row for r in iter_records(start)]
+    assert s.written == len(original)
+    # the same words in the same order (alpaca's input joins the user turn on the way)
+    for a, b in zip(original, rows(back)):
+        assert normalise(content_text(a)) == normalise(content_text(b))
+        assert formats.detect(b) == [fmt]
+
+
+def test_lossy_conversions_are_refused_with_a_reason(tmp_path):
+    with pytest.raises(DataError, match="completion -> messages is refused: plain text has no turns"):
+        run(SAMPLES / "completion.jsonl", tmp_path / "x.jsonl", Options(to="messages", progress=False))
+    with pytest.raises(DataError, match="preference -> messages is refused"):
+        run(SAMPLES / "preference.jsonl", tmp_path / "x.jsonl", Options(to="messages", progress=False))
+    with pytest.raises(DataError, match="needs a chat template"):
+        run(SAMPLES / "messages.jsonl", tmp_path / "x.jsonl", Options(to="completion", progress=False))
+    # a multi-turn conversation can't become alpaca: that row is rejected, the others pass
+    s = run(SAMPLES / "sharegpt.json", tmp_path / "a.jsonl", Options(to="alpaca", progress=False))
+    assert (s.written, s.rejected) == (1, 1)
+    assert "more turns (lossy)" in rejects(tmp_path / "a.jsonl")[0]["reason"]
+
+
+def test_messages_to_completion_through_a_chat_template(tmp_path, smollm2_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    out = tmp_path / "c.jsonl"
+    run(SAMPLES / "messages.jsonl", out, Options(to="completion", progress=False,
+                                                 template=lambda m: tok.apply_chat_template(m, tokenize=False)))
+    text = rows(out)[0]["text"]
+    assert "<|im_start|>assistant\n10 rebounds.<|im_end|>" in text
+
+
+def test_detects_format_and_asks_when_ambiguous(tmp_path):
+    both = write(tmp_path / "both.jsonl", [{"text": "x", "instruction": "a", "output": "b"}])
+    with pytest.raises(DataError, match="fits alpaca and completion; say which with FROM"):
+        run(both, tmp_path / "o.jsonl", Options(to="messages", progress=False))
+    s = run(both, tmp_path / "o.jsonl", Options(to="messages", src="alpaca", progress=False))
+    assert s.written == 1
+
+
+# ---- malformed input: each class, its message and its line
+
+@pytest.mark.parametrize("line,expected", [
+    ("{not json", "invalid JSON at column 2"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant"}]}, "messages[1].content must be a string"),
+    ({"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "a"}]}, "messages[0].content must be a string, not int"),
+    ({"messages": []}, "is an empty conversation"),
+    ({"messages": [{"role": "user", "content": "q"}]}, "last turn of 'messages' is 'user', not assistant"),
+    ({"messages": [{"role": "bot", "content": "q"}, {"role": "assistant", "content": "a"}]}, "role 'bot' is not one of"),
+    (b'{"messages": "\xff"}', "not UTF-8"),
+])
+def test_each_malformed_class_is_rejected_with_its_line(tmp_path, line, expected):
+    good = {"messages": [{"role": "user", "content": "fine"}, {"role": "assistant", "content": "yes"}]}
+    src = write(tmp_path / "in.jsonl", [good, line, {**good, "messages": good["messages"][:1] + [{"role": "assistant", "content": "other"}]}])
+    out = tmp_path / "out.jsonl"
+    s = run(src, out, Options(to="messages", src="messages", progress=False))
+    assert (s.read, s.written, s.rejected) == (3, 2, 1)
+    (r,) = rejects(out)
+    assert r["line"] == 2 and expected in r["reason"] and r["file"] == str(src)
+
+
+def test_empty_file_is_an_error(tmp_path):
+    (tmp_path / "e.jsonl").write_text("")
+    with pytest.raises(EmptyInput, match="empty"):
+        run(tmp_path / "e.jsonl", tmp_path / "o.jsonl", Options(to="messages", progress=False))
+
+
+def test_accounting_identity_and_cli_summary(tmp_path):
+    out = tmp_path / "b.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "tunebook", "data", "convert", str(SAMPLES / "broken.jsonl"),
+                           "--to", "messages", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "read        9" in proc.stdout and "written     2" in proc.stdout and "rejected    6" in proc.stdout
+    assert "check       read = written + rejected + duplicates + filtered: ok" in proc.stdout
+    assert len(rows(out)) == 2 and len(rejects(out)) == 7  # 6 rejected + 1 duplicate: nothing lost
+    lines = sorted(r["line"] for r in rejects(out))
+    assert lines == [2, 3, 4, 5, 6, 7, 9]
+
+
+def test_cli_unknown_file_is_a_clean_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tunebook", "data", "convert", str(tmp_path / "nope.jsonl"),
+                           "--to", "messages", "--out", str(tmp_path / "o.jsonl")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "no such file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---- PII
+
+def test_pii_recall_and_precision_on_the_labelled_sample():
+    tp = fp = fn = 0
+    for line in Path("tests/data/pii_labelled.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        want = {(p["type"], p["value"]) for p in r["pii"]}
+        got = set(find_pii(r["text"]))
+        tp, fp, fn = tp + len(want & got), fp + len(got - want), fn + len(want - got)
+    precision, recall = tp / (tp + fp), tp / (tp + fn)
+    assert tp >= 20 and precision >= 0.95 and recall >= 0.9, (precision, recall)
+
+
+def test_pii_is_replaced_with_typed_placeholders_and_counted(tmp_path):
+    src = write(tmp_path / "p.jsonl", [{"instruction": "Mail x.y@z.com, card 4111 1111 1111 1111", "output": "ok 10.1.2.3"}])
+    out = tmp_path / "o.jsonl"
+    s = run(src, out, Options(to="alpaca", progress=False))
+    (row,) = rows(out)
+    assert row["instruction"] == "Mail <EMAIL>, card <CREDIT_CARD>" and row["output"] == "ok <IP_ADDRESS>"
+    assert dict(s.pii) == {"EMAIL": 1, "CREDIT_CARD": 1, "IP_ADDRESS": 1}
+    assert luhn_ok("4111111111111111") and not luhn_ok("4111111111111112")
+
+
+# ---- dedup and filters
+
+def _alpaca(i: int, text: str) -> dict:
+    return {"instruction": text, "input": "", "output": f"answer {i}"}
+
+
+BASE = "Stat line: Jayson Tatum 11-20 FG, 3-7 3PT, 6-7 FT, 2 OREB, 6 DREB, 5 AST. How many points did he score tonight?"
+
+
+def test_dedup_catches_exact_and_planted_near_duplicates_but_keeps_distinct_rows(tmp_path):
+    distinct = [_alpaca(i, f"Stat line: Player {i} {i}-{i + 9} FG, {i % 4}-{i % 7 + 4} 3PT. Points for player number {i}?")
+                for i in range(30)]
+    planted = [
+        _alpaca(0, BASE),
+        _alpaca(0, BASE),  # exact
+        _alpaca(0, BASE.replace("How many", "how   MANY")),  # case and spacing only: exact after normalising
+        _alpaca(0, BASE.replace("tonight?", "tonight!")),  # one character: near
+    ]
+    src = write(tmp_path / "d.jsonl", distinct + planted)
+    out = tmp_path / "o.jsonl"
+    s = run(src, out, Options(to="alpaca", src="alpaca", progress=False))
+    assert s.written == 31 and s.duplicates == 2 and s.near_duplicates == 1
+    kinds = {r["line"]: r["kind"] for r in rejects(out)}
+    assert kinds == {32: "duplicate", 33: "duplicate", 34: "near_duplicate"}
+
+
+def test_quality_filters_record_their_reason(tmp_path):
+    src = write(tmp_path / "q.jsonl", [_alpaca(1, "ok question here"), _alpaca(2, "x"),
+                                       _alpaca(3, "1234 5678 9999 0000 1111 2222"), _alpaca(4, "go team go team go team go team go team")])
+    out = tmp_path / "o.jsonl"
+    s = run(src, out, Options(to="alpaca", progress=False, scrub_pii=False, near_dup_threshold=None,
+                              filters=Filters(min_chars=12, min_alpha_ratio=0.5, max_repetition=0.6)))
+    assert (s.written, s.filtered) == (1, 3)
+    reasons = [r["reason"] for r in rejects(out)]
+    assert any(r.startswith("too short") for r in reasons)
+    assert any(r.startswith("alphabetic ratio") for r in reasons)
+    assert any(r.startswith("repetition ratio") for r in reasons)
+
+
+# ---- splits
+
+def test_split_is_stable_when_rows_are_added():
+    first = [_alpaca(i, f"question {i}") for i in range(200)]
+    before = {json.dumps(r): split_of(r, 0.1, 0.1) for r in first}
+    more = first + [_alpaca(i, f"new question {i}") for i in range(200)]
+    after = {json.dumps(r): split_of(r, 0.1, 0.1) for r in more}
+    assert all(after[k] == v for k, v in before.items())
+    counts = {s: list(after.values()).count(s) for s in ("train", "val", "test")}
+    assert 20 <= counts["val"] <= 60 and 20 <= counts["test"] <= 60
+
+
+def test_leakage_check_finds_near_duplicates_across_splits():
+    train = [_alpaca(0, BASE)] + [_alpaca(i, f"totally different question number {i}") for i in range(1, 10)]
+    test = [_alpaca(0, BASE.replace("tonight?", "tonight!")), _alpaca(99, "nothing like the others at all")]
+    found = leakage({"train": train, "val": [], "test": test})
+    assert [(f["split"], f["index"], f["kind"]) for f in found] == [("test", 0, "near")]
+    assert leakage({"train": train, "test": [train[3]]})[0]["kind"] == "exact"
+
+
+def test_shipped_nba_splits_do_not_leak():
+    load = lambda n: rows(Path(f"data/nba/{n}.jsonl"))  # noqa: E731
+    assert leakage({"train": load("train"), "val": load("val"), "test": load("test")}) == []
