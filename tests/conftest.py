@@ -16,7 +16,7 @@ for k, v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OF
              "WANDB_MODE": "disabled", "AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1"}.items():
     os.environ.setdefault(k, v)
 
-from tiny_models import build_tiny_model  # noqa: E402
+from tiny_models import ARCH, build_tiny_model  # noqa: E402
 
 from tunebook.quiet import quiet_imports  # noqa: E402
 
@@ -60,3 +60,16 @@ def write_tiny_recipe(src: Path, dest: Path, base_model: Path, data: Path, **ove
     cfg.update(overrides)
     dest.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_models(smollm2_dir, tmp_path_factory):
+    cache: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        arch = ARCH[family]
+        if arch not in cache:
+            cache[arch] = build_tiny_model(arch, smollm2_dir, tmp_path_factory.mktemp(f"tiny-{arch}"))
+        return cache[arch]
+
+    return get

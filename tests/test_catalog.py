@@ -46,7 +46,8 @@ def test_new_copies_with_new_name_version_1_provenance_and_lock(book):
     dest = new_recipe(book / "smollm2/qlora.yaml", book / "my-team/qlora.yaml", root=book)
     recipe = load_recipe(dest)
     assert recipe.meta.name == "my-team-qlora" and recipe.meta.version == 1
-    assert dest.read_text().startswith(f"# Copied from {(book / 'smollm2/qlora.yaml').as_posix()} (smollm2-qlora v2, sha256:")
+    version = load_recipe(book / "smollm2/qlora.yaml").meta.version
+    assert dest.read_text().startswith(f"# Copied from {(book / 'smollm2/qlora.yaml').as_posix()} (smollm2-qlora v{version}, sha256:")
     assert "make train RECIPE=recipes/my-team/qlora.yaml" in dest.read_text()
     assert "smollm2/qlora.yaml" not in dest.read_text().split("\n", 1)[1]
     assert load_recipe(dest).config["output_dir"] == "runs/my-team-qlora/axolotl-direct"

@@ -10,26 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tiny_models import build_tiny_model
 from tunebook.lock import discover
 from tunebook.recipe import load_recipe
 from tunebook.train import train
 
 RECIPES = discover(Path("recipes"))
-ARCH = {"smollm2": "llama", "llama3": "llama", "qwen3": "qwen3", "gemma3": "gemma3", "mistral": "mistral"}
-
-
-@pytest.fixture(scope="session")
-def tiny_models(smollm2_dir, tmp_path_factory):
-    cache: dict[str, Path] = {}
-
-    def get(family: str) -> Path:
-        arch = ARCH[family]
-        if arch not in cache:
-            cache[arch] = build_tiny_model(arch, smollm2_dir, tmp_path_factory.mktemp(f"tiny-{arch}"))
-        return cache[arch]
-
-    return get
 
 
 def tiny_copy(path: Path, model: Path, work: Path) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+ARCH = {"smollm2": "llama", "llama3": "llama", "qwen3": "qwen3", "gemma3": "gemma3", "mistral": "mistral"}
 COMMON = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True)
 

@@ -254,3 +254,10 @@ def multiple_choice(rows: list[dict], seed: int, teams: list[dict]) -> list[dict
         out.append({"question": row["messages"][1]["content"], "choices": choices,
                     "label": choices.index(row["answer"]), "task": row["task"]})
     return out
+
+
+def preference_pairs(rows: list[dict], seed: int, teams: list[dict]) -> list[dict]:
+    """DPO pairs: the prompt turns, the right answer (chosen) and a wrong one of its kind."""
+    rng = random.Random(f"{seed}:pref")
+    return [{"messages": row["messages"][:-1], "chosen": row["answer"],
+             "rejected": rng.choice(_distractors(row, rng, teams))} for row in rows]
