@@ -216,3 +216,32 @@ def test_leakage_check_finds_near_duplicates_across_splits():
 def test_shipped_nba_splits_do_not_leak():
     load = lambda n: rows(Path(f"data/nba/{n}.jsonl"))  # noqa: E731
     assert leakage({"train": load("train"), "val": load("val"), "test": load("test")}) == []
+
+
+def test_parquet_and_csv_inputs(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows_in = [{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(5)]
+    pq.write_table(pa.Table.from_pylist(rows_in), tmp_path / "in.parquet")
+    s = run(tmp_path / "in.parquet", tmp_path / "o.jsonl", Options(to="messages", progress=False))
+    assert (s.detected, s.written) == ("alpaca", 5)
+    assert rows(tmp_path / "o.jsonl")[4]["messages"][1]["content"] == "a4"
+    s = run(SAMPLES / "alpaca.csv", tmp_path / "c.jsonl", Options(to="messages", progress=False))
+    assert (s.detected, s.written) == ("alpaca", 3)
+
+
+def test_token_length_stats_and_histogram(tmp_path, smollm2_dir):
+    from transformers import AutoTokenizer
+
+    from tunebook.data.stats import report
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    png = tmp_path / "h.png"
+    stats = report(SAMPLES / "messages.jsonl", tok, sequence_len=30, png=png)
+    expected = sorted(len(tok.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"])
+                      for r in rows(SAMPLES / "messages.jsonl"))
+    assert (stats["rows"], stats["min"], stats["max"]) == (2, expected[0], expected[-1])
+    assert stats["truncated"] == sum(x > 30 for x in expected)
+    assert stats["roles"] == {"user": 2, "assistant": 2, "system": 1}
+    assert png.stat().st_size > 5000 and png.read_bytes()[:4] == b"\x89PNG"
