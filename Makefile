@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 .DEFAULT_GOAL := help
 RUN     ?=
 PROMPT  ?=
-.PHONY: help setup test test-slow train show list new validate merge chat data split stats inspect nba bench-data lock lock-check freeze clean
+.PHONY: help setup test test-slow train show list new validate merge chat data split stats inspect nba bench-data eval lock lock-check freeze clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ new: ## copy-and-tweak: make new FROM=recipes/smollm2/lora.yaml TO=recipes/my-te
 
 merge: ## merge RECIPE's adapter into its base [RUN=id] -> runs/<name>/<run>/merged/
 	$(TB) merge $(RECIPE) $(if $(RUN),--run $(RUN))
+
+eval: ## lm-eval RECIPE's latest run [RUN=id] and its base on local tasks [TASKS=a,b] [LIMIT=n]
+	$(TB) eval $(RECIPE) $(if $(RUN),--run $(RUN)) $(if $(TASKS),--tasks $(TASKS)) $(if $(LIMIT),--limit $(LIMIT))
 
 chat: ## chat with RECIPE's latest run [RUN=id] [PROMPT="..."] (interactive without PROMPT)
 	$(TB) chat $(RECIPE) $(if $(RUN),--run $(RUN)) $(if $(PROMPT),--prompt "$(PROMPT)")

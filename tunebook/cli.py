@@ -121,6 +121,15 @@ def _cmd_chat(a) -> int:
     return 0
 
 
+def _cmd_eval(a) -> int:
+    from tunebook.evaluate import evaluate_run, render
+
+    run = _run_for(a.recipe, a.run)
+    tasks = [t for t in a.tasks.split(",") if t] or None
+    print(render(evaluate_run(run, tasks, a.limit)))
+    return 0
+
+
 _RUNS = "runs"
 
 
@@ -158,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe")
     p.add_argument("--run", default=None, help="run id or directory (default: latest finished)")
     p.set_defaults(fn=_cmd_merge)
+
+    p = sub.add_parser("eval", help="lm-eval the run and its base on local tasks -> eval.json")
+    p.add_argument("recipe")
+    p.add_argument("--run", default=None)
+    p.add_argument("--tasks", default="", help="comma-separated (default: nba_qa,nba_mc,control_mc,nba_ppl)")
+    p.add_argument("--limit", type=int, default=None, help="first N documents of each task")
+    p.set_defaults(fn=_cmd_eval)
 
     p = sub.add_parser("chat", help="generate with a trained run (one-shot with --prompt, else interactive)")
     p.add_argument("recipe")

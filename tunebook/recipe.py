@@ -39,6 +39,7 @@ class RecipeMeta(BaseModel):
     engine: Literal["axolotl", "unsloth"] = "axolotl"
     description: str = ""
     hardware: str = Field(default="", description="what the recipe expects, for people")
+    eval_tasks: list[str] = Field(default_factory=list, description="lm-eval tasks in eval/tasks for `make eval`")
 
 
 @dataclass

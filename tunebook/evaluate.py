@@ -1,0 +1,174 @@
+"""`make eval`: lm-eval-harness on local task YAMLs, for a run and for its base model.
+
+lm-eval resolves `data_files` against the working directory, so the task folder is copied
+to a temp dir with every data path made absolute first: the tasks then work from anywhere.
+The model is built here (fp32 base, adapter via peft, 4-bit NF4 base for QLoRA) and handed
+to lm-eval's HFLM as an object, so what was evaluated is exactly what this code says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+
+from tunebook.runs import RunDir, atomic_write_json
+
+TASKS_DIR = Path("eval/tasks")
+DEFAULT_TASKS = ("nba_qa", "nba_mc", "control_mc", "nba_ppl")
+CACHE = Path("runs/.eval-cache")
+SYSTEM = "You are an NBA analytics assistant. Answer exactly, in one short sentence."
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_Loader.add_constructor("!function", lambda loader, node: "!function " + loader.construct_scalar(node))
+
+
+def _dump(cfg: dict) -> str:
+    text = yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
+    return text.replace("'!function ", "!function ").replace("utils.process_qa'", "utils.process_qa")
+
+
+@contextmanager
+def resolved_tasks(tasks_dir: Path = TASKS_DIR):
+    """A temp copy of the task folder with absolute data paths (repo root = tasks_dir/../..)."""
+    tasks_dir = Path(tasks_dir).resolve()
+    root = tasks_dir.parents[1]
+    with tempfile.TemporaryDirectory(prefix="tunebook-tasks-") as tmp:
+        for src in tasks_dir.iterdir():
+            if src.suffix == ".yaml":
+                cfg = yaml.load(src.read_text(encoding="utf-8"), Loader=_Loader)
+                files = (cfg.get("dataset_kwargs") or {}).get("data_files") or {}
+                for split, rel in files.items():
+                    files[split] = str((root / rel).resolve()) if not Path(rel).is_absolute() else rel
+                (Path(tmp) / src.name).write_text(_dump(cfg), encoding="utf-8")
+            elif src.suffix == ".py":
+                shutil.copy(src, Path(tmp) / src.name)
+        yield Path(tmp)
+
+
+def task_versions(tasks: list[str], tasks_dir: Path = TASKS_DIR) -> dict[str, str]:
+    out = {}
+    for t in tasks:
+        path = Path(tasks_dir) / f"{t}.yaml"
+        cfg = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+        data = [Path(tasks_dir).resolve().parents[1] / p for p in (cfg.get("dataset_kwargs") or {}).get("data_files", {}).values()]
+        digest = hashlib.sha256(path.read_bytes() + b"".join(p.read_bytes() for p in data if p.exists())).hexdigest()[:12]
+        out[t] = f"v{(cfg.get('metadata') or {}).get('version', 0)}-{digest}"
+    return out
+
+
+def model_hash(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(Path(folder).glob("*")):
+        if p.is_file() and p.suffix in (".safetensors", ".json", ".jinja"):
+            h.update(p.name.encode())
+            h.update(str(p.stat().st_size).encode())
+            with open(p, "rb") as f:
+                h.update(f.read(1 << 20))  # first MiB + size: cheap and changes with the weights
+    return h.hexdigest()[:16]
+
+
+def build_model(base: str, adapter: Path | None = None, four_bit: bool = False, chat_template: str | None = None):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    kwargs = {"dtype": torch.float32}
+    if four_bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+    tok = AutoTokenizer.from_pretrained(adapter if adapter and (adapter / "tokenizer_config.json").exists() else base)
+    if chat_template:
+        tok.chat_template = chat_template
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    model.eval()
+    return model, tok
+
+
+def run_lm_eval(model, tok, tasks: list[str], limit: int | None = None, tasks_dir: Path = TASKS_DIR) -> dict:
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    with resolved_tasks(tasks_dir) as tmp:
+        lm = HFLM(pretrained=model, tokenizer=tok, batch_size=8, max_length=1024)
+        out = simple_evaluate(model=lm, tasks=list(tasks), limit=limit, num_fewshot=0,
+                              task_manager=TaskManager(include_path=str(tmp), include_defaults=False),
+                              apply_chat_template=bool(tok.chat_template), system_instruction=SYSTEM,
+                              log_samples=False, bootstrap_iters=100)
+    return {t: {k: v for k, v in r.items() if k != "alias"} for t, r in out["results"].items()}
+
+
+def evaluate_base(base: str, tasks: list[str], limit: int | None, chat_template: str | None) -> dict:
+    """Base-model scores, cached by model hash + task versions + limit."""
+    versions = task_versions(tasks)
+    key = hashlib.sha256(json.dumps([model_hash(Path(base)), versions, limit, chat_template], sort_keys=True)
+                         .encode()).hexdigest()[:16]
+    cached = CACHE / f"{key}.json"
+    if cached.exists():
+        return {**json.loads(cached.read_text()), "cached": True}
+    model, tok = build_model(base, chat_template=chat_template)
+    result = {"model": base, "results": run_lm_eval(model, tok, tasks, limit), "task_versions": versions}
+    atomic_write_json(cached, result)
+    return {**result, "cached": False}
+
+
+def evaluate_run(run: RunDir, tasks: list[str] | None = None, limit: int | None = None) -> dict:
+    from tunebook.engines.unsloth import axolotl_template
+    from tunebook.loading import run_config
+
+    cfg = run_config(run)
+    tasks = list(tasks or (cfg.get("recipe") or {}).get("eval_tasks") or DEFAULT_TASKS)
+    template = cfg.get("chat_template")
+    template_text = axolotl_template(template) if template and template != "tokenizer_default" else None
+    adapter = run.output if (run.output / "adapter_config.json").exists() else None
+    four_bit = bool(cfg.get("load_in_4bit")) and adapter is not None
+    t0 = time.time()
+    if adapter is not None:
+        model, tok = build_model(cfg["base_model"], adapter, four_bit=four_bit, chat_template=template_text)
+        evaluated = f"{cfg['base_model']} ({'4-bit NF4' if four_bit else 'fp32'}) + adapter {adapter}"
+    else:
+        model, tok = build_model(str(run.output), chat_template=template_text)
+        evaluated = f"full model {run.output} (fp32)"
+    results = run_lm_eval(model, tok, tasks, limit)
+    base = evaluate_base(cfg["base_model"], tasks, limit, template_text)
+    record = {
+        "run": str(run.path), "recipe": run.read_record()["recipe"], "evaluated": evaluated, "tasks": tasks,
+        "limit": limit, "task_versions": task_versions(tasks), "results": results,
+        "base": {"model": cfg["base_model"], "results": base["results"], "cached": base["cached"]},
+        "seconds": round(time.time() - t0, 1),
+    }
+    atomic_write_json(run.path / "eval.json", record)
+    return record
+
+
+MAIN_METRIC = {"nba_qa": "numeric_match,none", "nba_mc": "acc,none", "control_mc": "acc,none",
+               "nba_ppl": "word_perplexity,none"}
+
+
+def render(record: dict) -> str:
+    lines = [f"== eval of {record['run']}", f"model  {record['evaluated']}",
+             f"{'task':<12}{'metric':<18}{'run':>10}{'base':>10}{'delta':>10}"]
+    for task, res in record["results"].items():
+        for metric, value in res.items():
+            if not isinstance(value, (int, float)) or "stderr" in metric:
+                continue
+            base = record["base"]["results"].get(task, {}).get(metric)
+            delta = f"{value - base:+.3f}" if isinstance(base, (int, float)) else ""
+            lines.append(f"{task:<12}{metric.split(',')[0]:<18}{value:>10.3f}{(base if base is not None else float('nan')):>10.3f}{delta:>10}")
+    lines.append(f"written to {record['run']}/eval.json ({record['seconds']} s; base {'from cache' if record['base']['cached'] else 'evaluated'})")
+    return "\n".join(lines)
