@@ -243,3 +243,28 @@ def test_eval_applies_the_adapter_and_writes_eval_json(runs, tmp_path, monkeypat
     assert run_ppl != pytest.approx(base_ppl, rel=1e-6), "the adapter changed nothing: was it applied?"
     again = ev.evaluate_base(str(record["base"]["model"]), record["tasks"], 4, None)
     assert again["cached"] and again["results"] == record["base"]["results"]
+
+
+def test_compare_report_lists_every_method_with_the_numbers_of_eval_json(runs, tmp_path, monkeypatch):
+    import re
+
+    import tunebook.evaluate as ev
+    from tunebook.compare import build_report
+
+    monkeypatch.setattr(ev, "CACHE", tmp_path / "cache")
+    picked = [runs["full"], runs["lora"], runs["qlora"]]
+    for run in picked:
+        ev.evaluate_run(run, tasks=["nba_mc", "control_mc"], limit=3)
+    report = build_report(picked, tmp_path / "report")
+    text = report.read_text()
+    for run in picked:
+        e = json.loads((run.path / "eval.json").read_text())
+        name = e["recipe"]["name"]
+        (line,) = [l for l in text.splitlines() if l.startswith(f"| {name} v")]
+        acc = e["results"]["nba_mc"]["acc,none"]
+        assert f"{acc:.3f}" in line
+        assert re.search(rf"- {name}: {e['results']['control_mc']['acc,none']:.3f}", text)
+    assert "| base |" in text
+    for png in ("task-nba_mc.png", "task-control_mc.png", "cost.png", "loss.png"):
+        assert (tmp_path / "report" / png).read_bytes()[:4] == b"\x89PNG"
+    assert "<img src=\"loss.png\">" in (tmp_path / "report" / "report.html").read_text()

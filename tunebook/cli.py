@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from tunebook.errors import TunebookError
@@ -130,6 +131,18 @@ def _cmd_eval(a) -> int:
     return 0
 
 
+def _cmd_compare(a) -> int:
+    from tunebook.compare import DEFAULT_RECIPES, build_report, collect
+
+    recipes = a.recipes.split() if a.recipes else list(DEFAULT_RECIPES)
+    runs = collect(recipes, a.limit)
+    out = Path(a.out) if a.out else Path("reports") / time.strftime("%Y%m%d-%H%M%S")
+    report = build_report(runs, out)
+    print(report.read_text(encoding="utf-8").split("## Plots")[0])
+    print(f"report: {report} and {report.with_suffix('.html')}")
+    return 0
+
+
 _RUNS = "runs"
 
 
@@ -174,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default="", help="comma-separated (default: nba_qa,nba_mc,control_mc,nba_ppl)")
     p.add_argument("--limit", type=int, default=None, help="first N documents of each task")
     p.set_defaults(fn=_cmd_eval)
+
+    p = sub.add_parser("compare", help="base vs full vs LoRA vs QLoRA report (trains/evaluates what is missing)")
+    p.add_argument("--recipes", default="", help="space-separated recipe paths (default: smollm2 full, lora, qlora)")
+    p.add_argument("--limit", type=int, default=50, help="documents per task (default 50: ~45 min on 2 cores)")
+    p.add_argument("--out", default="")
+    p.set_defaults(fn=_cmd_compare)
 
     p = sub.add_parser("chat", help="generate with a trained run (one-shot with --prompt, else interactive)")
     p.add_argument("recipe")

@@ -1,0 +1,134 @@
+"""`make compare`: base vs full vs LoRA vs QLoRA in one report (markdown, HTML, PNG plots).
+
+Every number in the report is read from the runs' own `eval.json` and `run.json`, so the
+report can't disagree with what the runs recorded.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from pathlib import Path
+
+from tunebook.evaluate import MAIN_METRIC, evaluate_run
+from tunebook.recipe import load_recipe
+from tunebook.runs import RunDir, atomic_write_text, finished_runs
+
+DEFAULT_RECIPES = ("recipes/smollm2/full.yaml", "recipes/smollm2/lora.yaml", "recipes/smollm2/qlora.yaml")
+
+
+def collect(recipes: list[str], limit: int | None, runs_root: Path = Path("runs"), train_missing: bool = True) -> list[RunDir]:
+    """The latest finished run of each recipe (trained when missing), each with an eval.json."""
+    from tunebook.train import train
+
+    out = []
+    for path in recipes:
+        name = load_recipe(path).meta.name
+        runs = finished_runs(name, runs_root)
+        run = runs[-1] if runs else (train(path, runs_root=runs_root) if train_missing else None)
+        if run is None:
+            raise FileNotFoundError(f"no finished run of {name}")
+        ev = run.path / "eval.json"
+        if not ev.exists() or json.loads(ev.read_text()).get("limit") != limit:
+            evaluate_run(run, limit=limit)
+        out.append(run)
+    return out
+
+
+def _row(run: RunDir) -> dict:
+    rec = run.read_record()
+    ev = json.loads((run.path / "eval.json").read_text())
+    return {"name": rec["recipe"]["name"], "method": rec["recipe"]["method"], "version": rec["recipe"]["version"],
+            "engine": rec["engine"], "run": rec["run_id"], "record": rec, "eval": ev}
+
+
+def _fmt(x, nd=3) -> str:
+    return "n/a" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
+
+
+def build_report(runs: list[RunDir], out_dir: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [_row(r) for r in runs]
+    base = rows[0]["eval"]["base"]["results"]
+    tasks = list(rows[0]["eval"]["results"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = [f"# tunebook comparison ({time.strftime('%Y-%m-%d %H:%M')})", "",
+          f"Base model: `{rows[0]['eval']['base']['model']}`; eval limit: {rows[0]['eval']['limit'] or 'all'} docs per task.", "",
+          "## Quality (main metric per task; delta vs base)", "",
+          "| model | " + " | ".join(f"{t} ({MAIN_METRIC.get(t, '').split(',')[0]})" for t in tasks) + " |",
+          "|---|" + "---|" * len(tasks)]
+    md.append("| base | " + " | ".join(_fmt(base.get(t, {}).get(MAIN_METRIC.get(t, ""))) for t in tasks) + " |")
+    for r in rows:
+        cells = []
+        for t in tasks:
+            m = MAIN_METRIC.get(t, "")
+            v, b = r["eval"]["results"][t].get(m), base.get(t, {}).get(m)
+            se = r["eval"]["results"][t].get(m.replace(",", "_stderr,"))
+            cells.append(f"{_fmt(v)}" + (f" ± {_fmt(se)}" if isinstance(se, float) else "")
+                         + (f" ({v - b:+.3f})" if isinstance(v, float) and isinstance(b, float) else ""))
+        md.append(f"| {r['name']} v{r['version']} ({r['method']}, {r['engine']}) | " + " | ".join(cells) + " |")
+    md += ["", "## Cost", "", "| model | train wall s | tokens/s | peak RSS MiB | trainable params | artifact MiB | final loss |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        rec = r["record"]
+        md.append(f"| {r['name']} | {_fmt(rec.get('wall_time_s'), 1)} | {_fmt((rec.get('tokens') or {}).get('per_second'), 1)} | "
+                  f"{_fmt(rec.get('peak_rss_mib'), 0)} | {(rec.get('params') or {}).get('trainable'):,} | "
+                  f"{rec.get('output_bytes', 0) / 2**20:.1f} | {_fmt(rec.get('final_loss'))} |")
+    if "control_mc" in tasks:
+        md += ["", "## Forgetting (control task accuracy vs base)", ""]
+        b = base.get("control_mc", {}).get("acc,none")
+        for r in rows:
+            v = r["eval"]["results"]["control_mc"].get("acc,none")
+            md.append(f"- {r['name']}: {_fmt(v)} (base {_fmt(b)}, {v - b:+.3f})" if b is not None else f"- {r['name']}: {_fmt(v)}")
+    # plots
+    pngs = []
+    labels = ["base"] + [r["name"] for r in rows]
+    for t in tasks:
+        m = MAIN_METRIC.get(t, "")
+        vals = [base.get(t, {}).get(m) or 0] + [r["eval"]["results"][t].get(m) or 0 for r in rows]
+        errs = [base.get(t, {}).get(m.replace(",", "_stderr,")) or 0] + \
+               [r["eval"]["results"][t].get(m.replace(",", "_stderr,")) or 0 for r in rows]
+        errs = [e if isinstance(e, float) else 0 for e in errs]
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        ax.bar(labels, vals, yerr=errs, color=["#999"] + ["#4a7bd0", "#d0884a", "#5aa55a", "#a05ab0"][: len(rows)])
+        ax.set_title(f"{t}: {m.split(',')[0]}")
+        fig.tight_layout()
+        png = out_dir / f"task-{t}.png"
+        fig.savefig(png, dpi=100)
+        plt.close(fig)
+        pngs.append(png)
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    names = [r["name"] for r in rows]
+    for ax, key, title in zip(axes, ("wall_time_s", "peak_rss_mib", None), ("train wall time (s)", "peak RSS (MiB)", "tokens/s")):
+        vals = [r["record"].get(key) if key else (r["record"].get("tokens") or {}).get("per_second") for r in rows]
+        ax.bar(names, [v or 0 for v in vals], color="#4a7bd0")
+        ax.set_title(title)
+        ax.tick_params(axis="x", labelrotation=20)
+    fig.tight_layout()
+    fig.savefig(out_dir / "cost.png", dpi=100)
+    plt.close(fig)
+    pngs.append(out_dir / "cost.png")
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for r in rows:
+        curve = r["record"].get("loss_curve", [])
+        ax.plot([p["step"] for p in curve], [p["loss"] for p in curve], label=r["name"])
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "loss.png", dpi=100)
+    plt.close(fig)
+    pngs.append(out_dir / "loss.png")
+    md += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs]
+    md += ["", "Runs: " + ", ".join(f"`{r.path}`" for r in runs)]
+    text = "\n".join(md) + "\n"
+    atomic_write_text(out_dir / "report.md", text)
+    body = "".join(f"<pre>{html.escape(line)}</pre>" if not line.startswith("![") else
+                   f'<img src="{html.escape(line[line.index("(") + 1:-1])}">' for line in md)
+    atomic_write_text(out_dir / "report.html", f"<!doctype html><meta charset=utf-8><title>tunebook comparison</title>{body}\n")
+    return out_dir / "report.md"
