@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 .DEFAULT_GOAL := help
 RUN     ?=
 PROMPT  ?=
-.PHONY: help setup test test-slow train show list new validate merge chat data split stats inspect nba bench-data eval compare lock lock-check freeze clean
+.PHONY: help setup test test-slow train show list new validate merge chat data split stats inspect nba bench-data eval compare bench lock lock-check freeze clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ eval: ## lm-eval RECIPE's latest run [RUN=id] and its base on local tasks [TASKS
 
 compare: ## base vs full vs LoRA vs QLoRA -> reports/<id>/report.md|html + PNGs [RECIPES="..."] [LIMIT=50]
 	$(TB) compare $(if $(RECIPES),--recipes "$(RECIPES)") $(if $(LIMIT),--limit $(LIMIT))
+
+bench: ## nightly matrix -> bench/history.sqlite + bench/plots/; exits 1 on a regression [MATRIX=bench/nightly.yaml]
+	$(TB) bench --matrix $(or $(MATRIX),bench/nightly.yaml)
 
 chat: ## chat with RECIPE's latest run [RUN=id] [PROMPT="..."] (interactive without PROMPT)
 	$(TB) chat $(RECIPE) $(if $(RUN),--run $(RUN)) $(if $(PROMPT),--prompt "$(PROMPT)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -143,6 +144,26 @@ def _cmd_compare(a) -> int:
     return 0
 
 
+def _cmd_bench(a) -> int:
+    from tunebook.bench import run_bench
+
+    rows, found = run_bench(a.matrix, Path(a.db))
+    print(f"== bench ({len(rows)} recipes) -> {a.db}")
+    print(f"{'recipe':<22}{'tok/s':>9}{'peak MiB':>10}{'1st step s':>11}{'%bf16 peak':>11}  quality")
+    for r in rows:
+        frac = f"{100 * r['frac_bf16_peak']:.1f}" if r["frac_bf16_peak"] else "n/a"
+        print(f"{r['recipe']:<22}{r['tokens_per_s'] or 0:>9.1f}{r['peak_rss_mib'] or 0:>10.0f}"
+              f"{r['time_to_first_step_s'] or 0:>11.1f}{frac:>11}  {json.dumps(r['quality'])}")
+    print(f"history plot: {Path(a.db).parent / 'plots' / 'history.png'}")
+    if found:
+        print("REGRESSIONS against the previous comparable run:")
+        for line in found:
+            print(f"  {line}")
+        return 1
+    print("no regressions against the previous comparable runs")
+    return 0
+
+
 _RUNS = "runs"
 
 
@@ -193,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50, help="documents per task (default 50: ~45 min on 2 cores)")
     p.add_argument("--out", default="")
     p.set_defaults(fn=_cmd_compare)
+
+    p = sub.add_parser("bench", help="run the nightly matrix, append to bench/history.sqlite, flag regressions")
+    p.add_argument("--matrix", default="bench/nightly.yaml")
+    p.add_argument("--db", default="bench/history.sqlite")
+    p.set_defaults(fn=_cmd_bench)
 
     p = sub.add_parser("chat", help="generate with a trained run (one-shot with --prompt, else interactive)")
     p.add_argument("recipe")

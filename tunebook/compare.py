@@ -24,8 +24,11 @@ def collect(recipes: list[str], limit: int | None, runs_root: Path = Path("runs"
 
     out = []
     for path in recipes:
-        name = load_recipe(path).meta.name
-        runs = finished_runs(name, runs_root)
+        recipe = load_recipe(path)
+        name = recipe.meta.name
+        # only runs of this very recipe content count: an older version trained something else
+        runs = [r for r in finished_runs(name, runs_root)
+                if r.read_record()["recipe"].get("content_hash") == recipe.content_hash() and not r.read_record()["overrides"]]
         run = runs[-1] if runs else (train(path, runs_root=runs_root) if train_missing else None)
         if run is None:
             raise FileNotFoundError(f"no finished run of {name}")

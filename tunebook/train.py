@@ -174,7 +174,7 @@ def train(recipe_path: str | Path, args: str | list[str] | None = None, engine: 
         memory_estimate_mib=_estimate_mib(config, machine),
         params={"trainable": metrics.get("trainable_params"), "total": metrics.get("total_params"),
                 "linear4bit_modules": metrics.get("linear4bit_modules")},
-        timing=metrics.get("timing"),
+        timing={**(metrics.get("timing") or {}), "time_to_first_step_s": metrics.get("time_to_first_step_s")},
         loss_curve=curve,
         last_log=next((e for e in reversed(metrics.get("log_history", [])) if "loss" in e), {}),
         final_loss=curve[-1]["loss"] if curve else None,

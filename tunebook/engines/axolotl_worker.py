@@ -26,6 +26,9 @@ def main(config_path: str, metrics_path: str) -> int:
     if threads > 0:
         torch.set_num_threads(threads)
 
+    from tunebook.engines import timing
+
+    timing.install()
     from axolotl.cli.args import TrainerCliArgs
     from axolotl.cli.config import load_cfg
     from axolotl.common.datasets import load_datasets, load_preference_datasets
@@ -47,6 +50,7 @@ def main(config_path: str, metrics_path: str) -> int:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     metrics = {
+        "time_to_first_step_s": timing.time_to_first_step(t0),
         "linear4bit_modules": _count_linear4bit(model),
         "log_history": state.log_history,
         "global_step": state.global_step,

@@ -27,6 +27,9 @@ def main(config_path: str, metrics_path: str) -> int:
     threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     if threads > 0:
         torch.set_num_threads(threads)
+    from tunebook.engines import timing
+
+    timing.install()
     from datasets import load_dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -69,6 +72,7 @@ def main(config_path: str, metrics_path: str) -> int:
     # Rows come in a seeded shuffle; rows of one dataset are alike, so count as many rows as seen.
     seen = [labels[i % len(labels)] for i in range(rows_seen)]
     metrics = {
+        "time_to_first_step_s": timing.time_to_first_step(t0),
         "log_history": state.log_history,
         "global_step": steps,
         "tokens_total": int(sum(len(x) for x in seen)),

@@ -1,0 +1,91 @@
+"""The nightly bench: SQLite history, regression checks, concurrent writers, the CLI."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tunebook.bench import Thresholds, append, connect, previous, regressions
+
+
+def _row(**kw) -> dict:
+    row = {"bench_id": "b", "at": "2026-11-22T00:00:00", "recipe": "r", "version": 1, "machine_kind": "cpu-2c",
+           "status": "finished", "tokens_per_s": 100.0, "peak_rss_mib": 1000.0, "quality": {"nba_mc": 0.5, "nba_ppl": 10.0}}
+    row.update(kw)
+    return row
+
+
+def test_rows_are_stored_and_compared_with_the_previous_comparable(tmp_path):
+    con = connect(tmp_path / "h.sqlite")
+    first = _row()
+    first["id"] = append(con, first)
+    other_machine = _row(machine_kind="cuda-1xA100", tokens_per_s=5000.0)
+    other_machine["id"] = append(con, other_machine)
+    new = _row(tokens_per_s=99.0)
+    new["id"] = append(con, new)
+    prev = previous(con, new)
+    assert prev["id"] == first["id"]  # same recipe, version and machine kind only
+    assert regressions(new, prev, Thresholds()) == []
+    assert previous(con, first) is None
+    assert con.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 3
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"quality": {"nba_mc": 0.40, "nba_ppl": 10.0}}, "nba_mc 0.500 -> 0.400"),
+    ({"quality": {"nba_mc": 0.5, "nba_ppl": 12.0}}, "nba_ppl perplexity"),
+    ({"tokens_per_s": 60.0}, "tokens/s 100.0 -> 60.0"),
+    ({"peak_rss_mib": 1400.0}, "peak RSS 1000 -> 1400"),
+])
+def test_planted_regressions_are_flagged(change, expected):
+    (msg,) = regressions(_row(**change), _row(), Thresholds())
+    assert expected in msg
+
+
+def _writer(db: str, n: int, tag: str) -> None:
+    con = connect(Path(db))
+    for i in range(n):
+        append(con, _row(bench_id=f"{tag}-{i}"))
+
+
+def test_two_processes_appending_at_once_leave_a_consistent_database(tmp_path):
+    db = str(tmp_path / "h.sqlite")
+    connect(Path(db)).close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(db, 60, tag)) for tag in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    ids = [r[0] for r in con.execute("SELECT bench_id FROM results")]
+    assert len(ids) == 120 and len(set(ids)) == 120
+
+
+def test_bench_cli_writes_history_and_exits_nonzero_on_a_planted_regression(tmp_path, tiny_llama, memorise_data):
+    from conftest import write_tiny_recipe
+    from tunebook.cli import main
+
+    recipe = write_tiny_recipe(Path("recipes/smollm2/lora.yaml"), tmp_path / "recipe.yaml", tiny_llama, memorise_data)
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(yaml.safe_dump({"recipes": [str(recipe)], "args": "max_steps=2",
+                                      "eval": {"tasks": ["nba_mc"], "limit": 2}}))
+    db = tmp_path / "bench" / "h.sqlite"
+    assert main(["bench", "--matrix", str(matrix), "--db", str(db)]) == 0
+    con = sqlite3.connect(db)
+    (row,) = con.execute("SELECT recipe, version, tokens_per_s, peak_rss_mib, frac_bf16_peak, frac_fp32_peak, "
+                         "time_to_first_step_s, quality, git_commit, packages FROM results").fetchall()
+    assert row[0] == "smollm2-lora" and row[2] > 0 and row[3] > 0
+    assert 0 < row[4] < 1 and 0 < row[5] < 1  # fractions of the matmul peaks measured in the same run
+    assert row[6] > 0 and "nba_mc" in json.loads(row[7]) and "axolotl" in json.loads(row[9])
+    assert (db.parent / "plots" / "history.png").is_file()
+    # plant a previous run that was much faster: the next bench must flag a slowdown
+    con.execute("UPDATE results SET tokens_per_s = tokens_per_s * 10")
+    con.commit()
+    assert main(["bench", "--matrix", str(matrix), "--db", str(db)]) == 1

@@ -1,0 +1,210 @@
+"""`make bench`: the nightly matrix, its SQLite history, and regression checks.
+
+Schema of bench/history.sqlite (one row per recipe per bench run):
+
+    results(
+      id INTEGER PRIMARY KEY, bench_id TEXT, at TEXT,           -- one bench invocation, ISO time
+      recipe TEXT, version INTEGER, content_hash TEXT,          -- what ran
+      git_commit TEXT, packages TEXT (JSON), machine_kind TEXT, machine TEXT (JSON), seed INTEGER,
+      run_dir TEXT, status TEXT,
+      tokens_per_s REAL, train_s REAL, wall_s REAL, peak_rss_mib REAL, time_to_first_step_s REAL,
+      achieved_flops REAL, frac_bf16_peak REAL, frac_fp32_peak REAL,
+      quality TEXT (JSON: task -> main metric), metrics TEXT (JSON: everything else))
+
+Comparable rows: same recipe, same version, same machine_kind. Writers use WAL mode and
+BEGIN IMMEDIATE, so concurrent bench processes append without corrupting each other.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tunebook.evaluate import MAIN_METRIC
+
+DB = Path("bench/history.sqlite")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+  id INTEGER PRIMARY KEY, bench_id TEXT NOT NULL, at TEXT NOT NULL,
+  recipe TEXT NOT NULL, version INTEGER NOT NULL, content_hash TEXT,
+  git_commit TEXT, packages TEXT, machine_kind TEXT NOT NULL, machine TEXT, seed INTEGER,
+  run_dir TEXT, status TEXT,
+  tokens_per_s REAL, train_s REAL, wall_s REAL, peak_rss_mib REAL, time_to_first_step_s REAL,
+  achieved_flops REAL, frac_bf16_peak REAL, frac_fp32_peak REAL,
+  quality TEXT, metrics TEXT);
+CREATE INDEX IF NOT EXISTS results_comparable ON results (recipe, version, machine_kind, id);
+"""
+LOWER_IS_BETTER = {"nba_ppl"}
+
+
+@dataclass
+class Thresholds:
+    quality_drop: float = 0.05  # absolute, on each task's main metric (relative for perplexity)
+    slowdown: float = 0.25  # tokens/s falling by more than this share
+    memory_growth: float = 0.25  # peak RSS growing by more than this share
+
+
+@dataclass
+class Matrix:
+    recipes: list[str]
+    args: str = ""
+    eval_tasks: list[str] = field(default_factory=lambda: ["nba_mc", "control_mc"])
+    eval_limit: int | None = 50
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Matrix":
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        return cls(recipes=raw["recipes"], args=raw.get("args", ""),
+                   eval_tasks=raw.get("eval", {}).get("tasks", ["nba_mc", "control_mc"]),
+                   eval_limit=raw.get("eval", {}).get("limit", 50),
+                   thresholds=Thresholds(**raw.get("thresholds", {})))
+
+
+def connect(db: Path = DB) -> sqlite3.Connection:
+    db.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(db, timeout=120, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.executescript(SCHEMA)
+    return con
+
+
+def append(con: sqlite3.Connection, row: dict) -> int:
+    cols = ", ".join(row)
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        cur = con.execute(f"INSERT INTO results ({cols}) VALUES ({', '.join('?' * len(row))})",
+                          [json.dumps(v) if isinstance(v, (dict, list)) else v for v in row.values()])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return cur.lastrowid
+
+
+def previous(con: sqlite3.Connection, row: dict) -> dict | None:
+    cur = con.execute(
+        "SELECT * FROM results WHERE recipe=? AND version=? AND machine_kind=? AND status='finished' AND id<? "
+        "ORDER BY id DESC LIMIT 1", (row["recipe"], row["version"], row["machine_kind"], row["id"]))
+    hit = cur.fetchone()
+    return dict(zip([c[0] for c in cur.description], hit)) if hit else None
+
+
+def regressions(new: dict, old: dict, t: Thresholds) -> list[str]:
+    out = []
+    q_new, q_old = _json(new.get("quality")), _json(old.get("quality"))
+    for task, v in q_new.items():
+        o = q_old.get(task)
+        if not isinstance(v, (int, float)) or not isinstance(o, (int, float)):
+            continue
+        if task in LOWER_IS_BETTER:
+            if v > o * (1 + t.quality_drop):
+                out.append(f"{new['recipe']}: {task} perplexity {o:.3f} -> {v:.3f}")
+        elif v < o - t.quality_drop:
+            out.append(f"{new['recipe']}: {task} {o:.3f} -> {v:.3f} (drop > {t.quality_drop})")
+    if new.get("tokens_per_s") and old.get("tokens_per_s") and new["tokens_per_s"] < old["tokens_per_s"] * (1 - t.slowdown):
+        out.append(f"{new['recipe']}: tokens/s {old['tokens_per_s']:.1f} -> {new['tokens_per_s']:.1f} (slower by > {t.slowdown:.0%})")
+    if new.get("peak_rss_mib") and old.get("peak_rss_mib") and new["peak_rss_mib"] > old["peak_rss_mib"] * (1 + t.memory_growth):
+        out.append(f"{new['recipe']}: peak RSS {old['peak_rss_mib']:.0f} -> {new['peak_rss_mib']:.0f} MiB (grew > {t.memory_growth:.0%})")
+    return out
+
+
+def _json(v):
+    return json.loads(v) if isinstance(v, str) else (v or {})
+
+
+def matmul_peaks(n: int = 1024, reps: int = 8) -> dict[str, float]:
+    """Measured FLOP/s of an n x n matmul in bf16 and fp32 on this machine, right now."""
+    import torch
+
+    out = {}
+    for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a @ b
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        out[name] = 2 * n**3 * reps / (time.perf_counter() - t0)
+    return out
+
+
+def row_from_run(run, bench_id: str, peaks: dict[str, float], tasks: list[str]) -> dict:
+    rec = run.read_record()
+    ev = json.loads((run.path / "eval.json").read_text()) if (run.path / "eval.json").exists() else {"results": {}}
+    train_s = rec.get("train_runtime_s") or 0
+    tokens = (rec.get("tokens") or {}).get("total") or 0
+    params = rec.get("params") or {}
+    # Training FLOPs ~ 6 x params x tokens for full fine-tuning; with a frozen base the
+    # weight-gradient matmuls are skipped: ~4 x params x tokens (forward + input gradients).
+    factor = 6 if rec["recipe"]["method"] == "full" else 4
+    flops = factor * (params.get("total") or 0) * tokens / train_s if train_s else None
+    return {
+        "bench_id": bench_id, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "recipe": rec["recipe"]["name"], "version": rec["recipe"]["version"], "content_hash": rec["recipe"]["content_hash"],
+        "git_commit": rec.get("git_commit"), "packages": rec.get("packages"), "machine_kind": rec["machine"]["kind"],
+        "machine": rec["machine"], "seed": rec.get("seed"), "run_dir": rec["run_dir"], "status": rec["status"],
+        "tokens_per_s": (rec.get("tokens") or {}).get("per_second"), "train_s": train_s, "wall_s": rec.get("wall_time_s"),
+        "peak_rss_mib": rec.get("peak_rss_mib"), "time_to_first_step_s": (rec.get("timing") or {}).get("time_to_first_step_s"),
+        "achieved_flops": flops, "frac_bf16_peak": flops / peaks["bf16"] if flops else None,
+        "frac_fp32_peak": flops / peaks["fp32"] if flops else None,
+        "quality": {t: ev["results"].get(t, {}).get(MAIN_METRIC.get(t, "")) for t in tasks if t in ev["results"]},
+        "metrics": {"peaks": peaks, "final_loss": rec.get("final_loss"), "eval": ev.get("results")},
+    }
+
+
+def plot_history(con: sqlite3.Connection, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = con.execute("SELECT recipe, id, tokens_per_s, peak_rss_mib, quality FROM results WHERE status='finished' ORDER BY id").fetchall()
+    recipes = sorted({r[0] for r in rows})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for name in recipes:
+        mine = [r for r in rows if r[0] == name]
+        xs = list(range(1, len(mine) + 1))
+        axes[0].plot(xs, [r[2] or 0 for r in mine], marker="o", label=name)
+        axes[1].plot(xs, [r[3] or 0 for r in mine], marker="o", label=name)
+        q = [_json(r[4]) for r in mine]
+        task = next((t for t in ("nba_mc", "control_mc") if t in (q[-1] if q else {})), None)
+        if task:
+            axes[2].plot(xs, [x.get(task) or 0 for x in q], marker="o", label=f"{name} {task}")
+    for ax, title in zip(axes, ("tokens/s", "peak RSS (MiB)", "quality")):
+        ax.set_title(title)
+        ax.set_xlabel("bench run")
+    axes[0].legend(fontsize=7)
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    path = out_dir / "history.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [path]
+
+
+def run_bench(matrix_path: str | Path, db: Path = DB, runs_root: Path = Path("runs/bench")) -> tuple[list[dict], list[str]]:
+    from tunebook.evaluate import evaluate_run
+    from tunebook.train import train
+
+    m = Matrix.load(matrix_path)
+    bench_id = time.strftime("%Y%m%d-%H%M%S")
+    peaks = matmul_peaks()
+    con = connect(db)
+    rows, found = [], []
+    for recipe in m.recipes:
+        run = train(recipe, m.args, runs_root=runs_root)
+        evaluate_run(run, m.eval_tasks, m.eval_limit)
+        row = row_from_run(run, bench_id, peaks, m.eval_tasks)
+        row["id"] = append(con, row)
+        prev = previous(con, row)
+        if prev:
+            found += regressions(row, prev, m.thresholds)
+        rows.append(row)
+    plot_history(con, db.parent / "plots")
+    return rows, found
