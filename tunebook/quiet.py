@@ -7,7 +7,7 @@ import; on a CPU machine both are expected, and they bury the messages that matt
 import logging
 import warnings
 
-NOISY_LOGGERS = ("torchao", "torch.utils._pytree")
+NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "bitsandbytes.backends.cpu.ops")
 
 
 def quiet_imports() -> None:
