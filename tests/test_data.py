@@ -14,7 +14,7 @@ from tunebook.data.dedup import content_text, normalise
 from tunebook.data.pii import find_pii, luhn_ok
 from tunebook.data.pipeline import DataError, Options, run
 from tunebook.data.quality import Filters
-from tunebook.data.reader import EmptyInput
+from tunebook.data.reader import EmptyInput, iter_records
 from tunebook.data.split import leakage, split_of
 
 SAMPLES = Path("data/samples")
@@ -40,12 +40,10 @@ def rejects(out: Path) -> list[dict]:
                                      ("alpaca.jsonl", "sharegpt"), ("alpaca.csv", "messages")])
 def test_round_trips_preserve_content(tmp_path, src, via):
     start = SAMPLES / src
-    fmt = formats.detect(next(iter(__import__("tunebook.data.reader", fromlist=["x"]).iter_records(start))).row)[0]
+    fmt = formats.detect(next(iter_records(start)).row)[0]
     mid, back = tmp_path / "mid.jsonl", tmp_path / "back.jsonl"
     assert run(start, mid, Options(to=via, near_dup_threshold=None, progress=False)).written > 0
     s = run(mid, back, Options(to=fmt, near_dup_threshold=None, progress=False))
-    from tunebook.data.reader import iter_records
-
     original = [r.row for r in iter_records(start)]
     assert s.written == len(original)
     # the same words in the same order (alpaca's input joins the user turn on the way)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -179,5 +178,3 @@ def register(sub) -> None:
     i.add_argument("--plain", action="store_true", help="[[ ]] instead of colour")
     i.set_defaults(fn=cmd_inspect)
 
-
-__all__ = ["register", "argparse"]

@@ -8,7 +8,6 @@ one non-UTF-8 line is one rejected row, not a crashed run.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,5 +111,3 @@ def _parquet(path: Path) -> Iterator[Record]:
 def dumps(row: Any) -> str:
     return json.dumps(row, ensure_ascii=False)
 
-
-__all__ = ["Record", "EmptyInput", "iter_records", "dumps", "io"]
