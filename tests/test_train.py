@@ -84,15 +84,6 @@ def test_loss_falls_on_a_memorisable_set(runs, method):
     assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2 - 0.25, losses  # nats
 
 
-def _logits(model, text="The code word is"):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model.name_or_path if Path(model.name_or_path).exists() else None)
-    ids = tok(text, return_tensors="pt")
-    with torch.no_grad():
-        return model(**ids).logits
-
-
 def test_full_output_loads_with_plain_transformers(runs, tiny_llama):
     from transformers import AutoModelForCausalLM
 

@@ -177,7 +177,3 @@ def find_run(recipe_name: str, run: str | None = None, root: Path = RUNS_ROOT) -
 
 def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from typing import Any
 
@@ -82,7 +81,3 @@ class NearDuplicates:
         self.lsh.insert(key, sig)
         self.sigs[key] = sig
         return None
-
-
-def dumps_key(row: Any) -> str:
-    return json.dumps(row, sort_keys=True, ensure_ascii=False)
