@@ -68,7 +68,7 @@ def test_two_processes_appending_at_once_leave_a_consistent_database(tmp_path):
     assert len(ids) == 120 and len(set(ids)) == 120
 
 
-def test_bench_cli_writes_history_and_exits_nonzero_on_a_planted_regression(tmp_path, tiny_llama, memorise_data):
+def test_bench_cli_writes_history_and_exits_nonzero_on_a_planted_regression(tmp_path, tiny_llama, memorise_data, capsys):
     from conftest import write_tiny_recipe
     from tunebook.cli import main
 
@@ -78,6 +78,7 @@ def test_bench_cli_writes_history_and_exits_nonzero_on_a_planted_regression(tmp_
                                       "eval": {"tasks": ["nba_mc"], "limit": 2}}))
     db = tmp_path / "bench" / "h.sqlite"
     assert main(["bench", "--matrix", str(matrix), "--db", str(db)]) == 0
+    assert "first run of this version" in capsys.readouterr().out
     con = sqlite3.connect(db)
     (row,) = con.execute("SELECT recipe, version, tokens_per_s, peak_rss_mib, frac_bf16_peak, frac_fp32_peak, "
                          "time_to_first_step_s, quality, git_commit, packages FROM results").fetchall()
@@ -89,3 +90,5 @@ def test_bench_cli_writes_history_and_exits_nonzero_on_a_planted_regression(tmp_
     con.execute("UPDATE results SET tokens_per_s = tokens_per_s * 10")
     con.commit()
     assert main(["bench", "--matrix", str(matrix), "--db", str(db)]) == 1
+    out = capsys.readouterr().out
+    assert "vs #1 (" in out and "tok/s -" in out and "REGRESSIONS" in out

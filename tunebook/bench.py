@@ -205,6 +205,7 @@ def run_bench(matrix_path: str | Path, db: Path = DB, runs_root: Path = Path("ru
         prev = previous(con, row)
         if prev:
             found += regressions(row, prev, m.thresholds)
+        row["previous"] = prev  # after the insert: shown in the summary, not stored
         rows.append(row)
     plot_history(con, db.parent / "plots")
     return rows, found

@@ -149,11 +149,12 @@ def _cmd_bench(a) -> int:
 
     rows, found = run_bench(a.matrix, Path(a.db))
     print(f"== bench ({len(rows)} recipes) -> {a.db}")
-    print(f"{'recipe':<22}{'tok/s':>9}{'peak MiB':>10}{'1st step s':>11}{'%bf16 peak':>11}  quality")
+    print(f"{'recipe':<22}{'tok/s':>9}{'peak MiB':>10}{'1st step s':>11}{'%bf16 peak':>11}  quality / vs previous")
     for r in rows:
         frac = f"{100 * r['frac_bf16_peak']:.1f}" if r["frac_bf16_peak"] else "n/a"
         print(f"{r['recipe']:<22}{r['tokens_per_s'] or 0:>9.1f}{r['peak_rss_mib'] or 0:>10.0f}"
               f"{r['time_to_first_step_s'] or 0:>11.1f}{frac:>11}  {json.dumps(r['quality'])}")
+        print(f"{'':<63}{_versus(r, r.get('previous'))}")
     print(f"history plot: {Path(a.db).parent / 'plots' / 'history.png'}")
     if found:
         print("REGRESSIONS against the previous comparable run:")
@@ -162,6 +163,21 @@ def _cmd_bench(a) -> int:
         return 1
     print("no regressions against the previous comparable runs")
     return 0
+
+
+def _versus(new: dict, old: dict | None) -> str:
+    """One line of deltas, so a second nightly shows at a glance what moved and by how much."""
+    if not old:
+        return "first run of this version on this machine class: nothing to compare"
+
+    def pct(key):
+        a, b = old.get(key), new.get(key)
+        return f"{100 * (b - a) / a:+.0f}%" if a and b else "n/a"
+
+    q_old = json.loads(old["quality"]) if isinstance(old.get("quality"), str) else old.get("quality") or {}
+    dq = ", ".join(f"{t} {v - q_old[t]:+.2f}" for t, v in (new.get("quality") or {}).items()
+                   if isinstance(v, (int, float)) and isinstance(q_old.get(t), (int, float)))
+    return f"vs #{old['id']} ({old['at']}): tok/s {pct('tokens_per_s')}, peak RSS {pct('peak_rss_mib')}, {dq or 'no shared tasks'}"
 
 
 _RUNS = "runs"
