@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunebook.bench import Thresholds, append, connect, previous, regressions
+from tunebook.bench import Thresholds, append, connect, plot_history, previous, regressions
 
 
 def _row(**kw) -> dict:
@@ -92,3 +92,17 @@ def test_bench_cli_writes_history_and_exits_nonzero_on_a_planted_regression(tmp_
     assert main(["bench", "--matrix", str(matrix), "--db", str(db)]) == 1
     out = capsys.readouterr().out
     assert "vs #1 (" in out and "tok/s -" in out and "REGRESSIONS" in out
+
+
+def test_history_plot_draws_one_line_per_recipe_version_and_a_panel_per_task(tmp_path):
+    """A version bump and a task that only some nights ran must not break the plot."""
+    import matplotlib.image
+
+    con = connect(tmp_path / "h.sqlite")
+    for night, version, quality in [("20261120-0100", 1, {"nba_mc": 0.3}), ("20261121-0100", 1, {"nba_mc": 0.4}),
+                                    ("20261122-0100", 2, {"nba_mc": 0.4, "control_mc": 0.9})]:
+        append(con, _row(bench_id=night, version=version, quality=quality, time_to_first_step_s=5.0, frac_fp32_peak=0.5))
+    (path,) = plot_history(con, tmp_path / "plots")
+    height, width, _ = matplotlib.image.imread(path).shape
+    assert 2.0 < width / height < 2.5  # 2 rows x 4 columns of panels (the old 1 x 3 strip was 3.5)
+    assert not list((tmp_path / "plots").glob("*.tmp.png"))

@@ -158,33 +158,58 @@ def row_from_run(run, bench_id: str, peaks: dict[str, float], tasks: list[str]) 
 
 
 def plot_history(con: sqlite3.Connection, out_dir: Path) -> list[Path]:
+    """One figure a reader can scan: every night on the x axis (so recipes line up by night),
+    one line per recipe version (versions are not comparable), cost on top, quality below."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = con.execute("SELECT recipe, id, tokens_per_s, peak_rss_mib, quality FROM results WHERE status='finished' ORDER BY id").fetchall()
-    recipes = sorted({r[0] for r in rows})
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    for name in recipes:
-        mine = [r for r in rows if r[0] == name]
-        xs = list(range(1, len(mine) + 1))
-        axes[0].plot(xs, [r[2] or 0 for r in mine], marker="o", label=name)
-        axes[1].plot(xs, [r[3] or 0 for r in mine], marker="o", label=name)
-        q = [_json(r[4]) for r in mine]
-        task = next((t for t in ("nba_mc", "control_mc") if t in (q[-1] if q else {})), None)
-        if task:
-            axes[2].plot(xs, [x.get(task) or 0 for x in q], marker="o", label=f"{name} {task}")
-    for ax, title in zip(axes, ("tokens/s", "peak RSS (MiB)", "quality")):
+    cur = con.execute("SELECT bench_id, recipe, version, tokens_per_s, peak_rss_mib, time_to_first_step_s, "
+                      "frac_fp32_peak, quality FROM results WHERE status='finished' ORDER BY id")
+    rows = [dict(zip([c[0] for c in cur.description], r)) for r in cur.fetchall()]
+    nights = sorted({r["bench_id"] for r in rows})
+    x_of = {b: i for i, b in enumerate(nights)}
+    tasks = sorted({t for r in rows for t in _json(r["quality"])})
+    cost = [("tokens_per_s", "trained tokens/s", 1), ("peak_rss_mib", "peak RSS (MiB)", 1),
+            ("time_to_first_step_s", "time to first step (s)", 1), ("frac_fp32_peak", "% of fp32 matmul peak", 100)]
+    ncols = max(len(cost), len(tasks), 1)
+    fig, axes = plt.subplots(2, ncols, figsize=(3.6 * ncols, 6.4), squeeze=False)
+    for i, key in enumerate(sorted({(r["recipe"], r["version"]) for r in rows})):
+        mine = [r for r in rows if (r["recipe"], r["version"]) == key]
+        xs, label = [x_of[r["bench_id"]] for r in mine], f"{key[0]} v{key[1]}"
+        # distinct markers and dashes: equal scores (common on small evals) still show every line
+        style = {"marker": "os^Dv<>p"[i % 8], "linestyle": ("-", "--", ":", "-.")[i % 4],
+                 "markersize": 10 - 3 * (i % 3), "markerfacecolor": "none", "markeredgewidth": 1.5, "label": label}
+        for ax, (col, _, scale) in zip(axes[0], cost):
+            ax.plot(xs, [(r[col] or 0) * scale for r in mine], **style)
+        for ax, task in zip(axes[1], tasks):
+            ax.plot(xs, [_json(r["quality"]).get(task, float("nan")) for r in mine], **style)
+    for ax, (_, title, _) in zip(axes[0], cost):
         ax.set_title(title)
-        ax.set_xlabel("bench run")
-    axes[0].legend(fontsize=7)
-    axes[2].legend(fontsize=7)
+    for ax, task in zip(axes[1], tasks):
+        ax.set_title(f"{task} ({'lower' if task in LOWER_IS_BETTER else 'higher'} is better)")
+    for ax in axes[1][len(tasks):]:
+        ax.set_visible(False)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes.flat:
+        ax.set_xticks(range(len(nights)), [n[4:8] + "\n" + n[9:13] for n in nights], fontsize=7)
+        ax.grid(alpha=0.3)
+    spare = axes[1][len(tasks)] if len(tasks) < ncols else None
+    if spare is not None:  # the legend in the empty panel, clear of the data
+        spare.set_visible(True)
+        spare.axis("off")
+        spare.legend(handles, labels, loc="center", title="recipe version")
+    else:
+        axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"tunebook nightly bench: {len(nights)} runs (x = bench id MMDD/HHMM)", fontsize=10)
     fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "history.png"
-    fig.savefig(path, dpi=100)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
     plt.close(fig)
+    tmp.replace(path)
     return [path]
 
 
