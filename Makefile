@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 .DEFAULT_GOAL := help
 RUN     ?=
 PROMPT  ?=
-.PHONY: help setup test test-slow train show list new validate merge chat data split stats inspect nba bench-data eval compare bench lock lock-check freeze clean
+.PHONY: help setup test test-slow train show list new validate merge chat data split stats inspect nba control bench-data eval compare bench lock lock-check freeze clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ inspect: ## show N rows of RECIPE's data as the engine tokenizes them, loss toke
 
 nba: ## regenerate data/nba/ (seeded; the committed files are its output)
 	$(PY) scripts/make_nba_data.py
+
+control: ## regenerate eval/data/control.jsonl, the 200-question forgetting check (seeded)
+	$(PY) scripts/make_control_task.py
 
 bench-data: ## rows/s of convert+validate+exact-dedup on 200k generated rows [ROWS=n]
 	$(TB) data bench --rows $(or $(ROWS),200000)

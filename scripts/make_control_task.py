@@ -4,13 +4,15 @@
 The control task measures forgetting: a fine-tune on NBA analytics should not lower it.
 Facts come from the tables below (checked by hand: capitals, chemical symbols, planets and
 continents are textbook facts) and from arithmetic computed here, so every gold answer is
-either a well-known fact or a computed number. Seeded; `make control` reproduces the file.
+either a well-known fact or a computed number. Seeded; `make control` reproduces the file
+(tests/test_control_task.py checks that, and recomputes every arithmetic answer).
 """
 
 from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 
 CAPITALS = {
@@ -67,7 +69,7 @@ FACTS = [
 ]
 
 
-def main() -> None:
+def main(out: Path = Path("eval/data/control.jsonl")) -> None:
     rng = random.Random(1234)
     rows = []
     countries = sorted(CAPITALS)
@@ -88,7 +90,6 @@ def main() -> None:
         if any(r[1] == f"What is {a} {op} {b}?" for r in rows):
             continue
         rows.append(("arithmetic", f"What is {a} {op} {b}?", str(v), [str(w) for w in wrong]))
-    out = Path("eval/data/control.jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
         for topic, q, answer, wrong in rows:
@@ -99,4 +100,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(*(Path(a) for a in sys.argv[1:2]))

@@ -256,6 +256,13 @@ def test_compare_report_lists_every_method_with_the_numbers_of_eval_json(runs, t
         assert f"{acc:.3f}" in line
         assert re.search(rf"- {name}: {e['results']['control_mc']['acc,none']:.3f}", text)
     assert "| base |" in text
+    # which base each model was evaluated on: the QLoRA adapter on its 4-bit NF4 base
+    evaluated = {l.split(":")[0][2:]: l for l in text.splitlines() if l.startswith("- ") and " + adapter " in l}
+    assert set(evaluated) == {"smollm2-lora", "smollm2-qlora"}
+    assert "(4-bit NF4) + adapter" in evaluated["smollm2-qlora"] and "(fp32) + adapter" in evaluated["smollm2-lora"]
+    assert any(l.startswith("- smollm2-full: full model ") for l in text.splitlines())
     for png in ("task-nba_mc.png", "task-control_mc.png", "cost.png", "loss.png"):
         assert (tmp_path / "report" / png).read_bytes()[:4] == b"\x89PNG"
-    assert "<img src=\"loss.png\">" in (tmp_path / "report" / "report.html").read_text()
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert page.count("<table>") == 2 and 'src="loss.png"' in page  # quality and cost tables, plots inline
+    assert "smollm2-qlora" in page and "<pre>" not in page

@@ -6,7 +6,6 @@ report can't disagree with what the runs recorded.
 
 from __future__ import annotations
 
-import html
 import json
 import time
 from pathlib import Path
@@ -39,6 +38,17 @@ def collect(recipes: list[str], limit: int | None, runs_root: Path = Path("runs"
     return out
 
 
+def to_html(markdown_text: str) -> str:
+    """The same report as a page: real tables and inline plots, readable in any browser."""
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables"])
+    return ("<!doctype html><meta charset=utf-8><title>tunebook comparison</title><style>"
+            "body{font-family:sans-serif;max-width:72em;margin:2em auto}table{border-collapse:collapse}"
+            "th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}td:first-child,th:first-child"
+            "{text-align:left}img{max-width:100%}</style>\n" + body + "\n")
+
+
 def _row(run: RunDir) -> dict:
     rec = run.read_record()
     ev = json.loads((run.path / "eval.json").read_text())
@@ -48,6 +58,11 @@ def _row(run: RunDir) -> dict:
 
 def _fmt(x, nd=3) -> str:
     return "n/a" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
+
+
+def _score(results: dict, metric: str) -> str:
+    v, se = results.get(metric), results.get(metric.replace(",", "_stderr,"))
+    return _fmt(v) + (f" ± {_fmt(se)}" if isinstance(se, float) else "")
 
 
 def build_report(runs: list[RunDir], out_dir: Path) -> Path:
@@ -65,16 +80,17 @@ def build_report(runs: list[RunDir], out_dir: Path) -> Path:
           "## Quality (main metric per task; delta vs base)", "",
           "| model | " + " | ".join(f"{t} ({MAIN_METRIC.get(t, '').split(',')[0]})" for t in tasks) + " |",
           "|---|" + "---|" * len(tasks)]
-    md.append("| base | " + " | ".join(_fmt(base.get(t, {}).get(MAIN_METRIC.get(t, ""))) for t in tasks) + " |")
+    md.append("| base | " + " | ".join(_score(base.get(t, {}), MAIN_METRIC.get(t, "")) for t in tasks) + " |")
     for r in rows:
         cells = []
         for t in tasks:
             m = MAIN_METRIC.get(t, "")
             v, b = r["eval"]["results"][t].get(m), base.get(t, {}).get(m)
-            se = r["eval"]["results"][t].get(m.replace(",", "_stderr,"))
-            cells.append(f"{_fmt(v)}" + (f" ± {_fmt(se)}" if isinstance(se, float) else "")
+            cells.append(_score(r["eval"]["results"][t], m)
                          + (f" ({v - b:+.3f})" if isinstance(v, float) and isinstance(b, float) else ""))
         md.append(f"| {r['name']} v{r['version']} ({r['method']}, {r['engine']}) | " + " | ".join(cells) + " |")
+    md += ["", "What was evaluated (an adapter is applied to the base it was trained on; QLoRA's is 4-bit NF4):", ""]
+    md += [f"- {r['name']}: {r['eval']['evaluated']}" for r in rows]
     md += ["", "## Cost", "", "| model | train wall s | tokens/s | peak RSS MiB | trainable params | artifact MiB | final loss |",
            "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -131,7 +147,5 @@ def build_report(runs: list[RunDir], out_dir: Path) -> Path:
     md += ["", "Runs: " + ", ".join(f"`{r.path}`" for r in runs)]
     text = "\n".join(md) + "\n"
     atomic_write_text(out_dir / "report.md", text)
-    body = "".join(f"<pre>{html.escape(line)}</pre>" if not line.startswith("![") else
-                   f'<img src="{html.escape(line[line.index("(") + 1:-1])}">' for line in md)
-    atomic_write_text(out_dir / "report.html", f"<!doctype html><meta charset=utf-8><title>tunebook comparison</title>{body}\n")
+    atomic_write_text(out_dir / "report.html", to_html(text))
     return out_dir / "report.md"
