@@ -68,16 +68,20 @@ def test_two_processes_appending_at_once_leave_a_consistent_database(tmp_path):
     assert len(ids) == 120 and len(set(ids)) == 120
 
 
-def test_bench_cli_writes_history_and_exits_nonzero_on_a_planted_regression(tmp_path, tiny_llama, memorise_data, capsys):
+def test_bench_cli_writes_history_and_exits_nonzero_on_a_planted_regression(tmp_path, tiny_llama, memorise_data, capsys,
+                                                                           monkeypatch):
+    import tunebook.evaluate as ev
     from conftest import write_tiny_recipe
     from tunebook.cli import main
+
+    monkeypatch.setattr(ev, "CACHE", tmp_path / "cache")  # the tiny model's base scores stay out of runs/
 
     recipe = write_tiny_recipe(Path("recipes/smollm2/lora.yaml"), tmp_path / "recipe.yaml", tiny_llama, memorise_data)
     matrix = tmp_path / "m.yaml"
     matrix.write_text(yaml.safe_dump({"recipes": [str(recipe)], "args": "max_steps=2",
                                       "eval": {"tasks": ["nba_mc"], "limit": 2}}))
     db = tmp_path / "bench" / "h.sqlite"
-    assert main(["bench", "--matrix", str(matrix), "--db", str(db)]) == 0
+    assert main(["bench", "--matrix", str(matrix), "--db", str(db), "--runs", str(tmp_path / "runs")]) == 0
     assert "first run of this version" in capsys.readouterr().out
     con = sqlite3.connect(db)
     (row,) = con.execute("SELECT recipe, version, tokens_per_s, peak_rss_mib, frac_bf16_peak, frac_fp32_peak, "
@@ -86,10 +90,11 @@ def test_bench_cli_writes_history_and_exits_nonzero_on_a_planted_regression(tmp_
     assert 0 < row[4] < 1 and 0 < row[5] < 1  # fractions of the matmul peaks measured in the same run
     assert row[6] > 0 and "nba_mc" in json.loads(row[7]) and "axolotl" in json.loads(row[9])
     assert (db.parent / "plots" / "history.png").is_file()
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["smollm2-lora"]
     # plant a previous run that was much faster: the next bench must flag a slowdown
     con.execute("UPDATE results SET tokens_per_s = tokens_per_s * 10")
     con.commit()
-    assert main(["bench", "--matrix", str(matrix), "--db", str(db)]) == 1
+    assert main(["bench", "--matrix", str(matrix), "--db", str(db), "--runs", str(tmp_path / "runs")]) == 1
     out = capsys.readouterr().out
     assert "vs #1 (" in out and "tok/s -" in out and "REGRESSIONS" in out
 

@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from tunebook.evaluate import MAIN_METRIC, evaluate_run
+from tunebook.evaluate import LOWER_IS_BETTER, MAIN_METRIC, evaluate_run
 from tunebook.recipe import load_recipe
 from tunebook.runs import RunDir, atomic_write_text, finished_runs
 
@@ -115,7 +115,7 @@ def build_report(runs: list[RunDir], out_dir: Path) -> Path:
         errs = [e if isinstance(e, float) else 0 for e in errs]
         fig, ax = plt.subplots(figsize=(6, 3.2))
         ax.bar(labels, vals, yerr=errs, color=["#999"] + ["#4a7bd0", "#d0884a", "#5aa55a", "#a05ab0"][: len(rows)])
-        ax.set_title(f"{t}: {m.split(',')[0]}")
+        ax.set_title(f"{t}: {m.split(',')[0]} ({'lower' if t in LOWER_IS_BETTER else 'higher'} is better)")
         fig.tight_layout()
         png = out_dir / f"task-{t}.png"
         fig.savefig(png, dpi=100)

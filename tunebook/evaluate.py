@@ -158,6 +158,7 @@ def evaluate_run(run: RunDir, tasks: list[str] | None = None, limit: int | None 
 
 MAIN_METRIC = {"nba_qa": "numeric_match,none", "nba_mc": "acc,none", "control_mc": "acc,none",
                "nba_ppl": "word_perplexity,none"}
+LOWER_IS_BETTER = {"nba_ppl"}  # perplexity: the report's charts and the bench's regression checks flip for these
 
 
 def render(record: dict) -> str:
