@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 
-from tunebook.adapt import LORA_KERNEL_KEYS, adapt_config, engine_env
+from tunebook.adapt import CPU_PLUGIN, LORA_KERNEL_KEYS, adapt_config, engine_env
 from tunebook.machine import Machine
 
-CPU = Machine(cpu_count=2, ram_gib=24, cpu_model="test cpu")
+CPU = Machine(cpu_count=2, ram_gib=24, cpu_model="test cpu", cpu_flags=("avx2",))
+AVX512_BF16 = Machine(cpu_count=2, ram_gib=24, cpu_model="test cpu", cpu_flags=("avx512f", "avx512_bf16", "avx2"))
+AMX = Machine(cpu_count=2, ram_gib=24, cpu_model="test cpu", cpu_flags=("avx512f", "avx512_bf16", "amx_bf16", "avx2"))
 GPU = Machine(cpu_count=8, ram_gib=64, cpu_model="test cpu", cuda_devices=("NVIDIA A100",), cuda_bf16=True)
 OLD_GPU = Machine(cpu_count=8, ram_gib=64, cpu_model="test cpu", cuda_devices=("Tesla T4",), cuda_bf16=False)
 
@@ -37,9 +39,45 @@ def test_cpu_adapts_every_gpu_only_setting_and_records_why():
 def test_cpu_leaves_a_cpu_ready_recipe_alone_except_pinning():
     ready = {"adapter": "lora", **{k: False for k in LORA_KERNEL_KEYS}, "attn_implementation": "sdpa",
              "bf16": False, "fp16": False, "optimizer": "adamw_torch", "use_wandb": False,
-             "dataloader_num_workers": 0, "dataloader_pin_memory": False}
+             "dataloader_num_workers": 0, "dataloader_pin_memory": False, "plugins": [CPU_PLUGIN]}
     cfg, changes = adapt_config(ready, CPU)
     assert cfg == ready and changes == []
+
+
+def test_machine_class_names_the_matmul_capability():
+    assert (CPU.kind, AVX512_BF16.kind, AMX.kind) == ("cpu-2c-avx2", "cpu-2c-avx512bf16", "cpu-2c-amx")
+    assert not CPU.cpu_bf16 and AVX512_BF16.cpu_bf16 and AMX.cpu_bf16
+
+
+def test_bf16_only_where_the_cpu_has_it_in_hardware():
+    for bf16 in (True, "auto"):
+        recipe = {"adapter": "lora", "bf16": bf16, "fp16": True}
+        for machine in (AVX512_BF16, AMX):
+            cfg, changes = adapt_config(recipe, machine)
+            assert cfg["bf16"] is True and cfg["fp16"] is False
+            assert CPU_PLUGIN in cfg["plugins"], "bf16 on CPU needs the plugin's use_cpu"
+        cfg, changes = adapt_config(recipe, CPU)
+        assert cfg["bf16"] is False and cfg["fp16"] is False
+        assert "no bf16 hardware" in next(c.why for c in changes if c.key == "bf16")
+    # a recipe that asks for fp32 keeps it, even where bf16 would be faster
+    cfg, _ = adapt_config({"adapter": "lora", "bf16": False}, AMX)
+    assert cfg["bf16"] is False
+
+
+def test_unsloth_never_runs_emulated_bf16():
+    cfg, _ = adapt_config({"adapter": "qlora", "load_in_4bit": True, "bf16": "auto"}, CPU, engine="unsloth")
+    assert cfg["bf16"] is False
+    cfg, _ = adapt_config({"adapter": "qlora", "load_in_4bit": True}, CPU, engine="unsloth")
+    assert cfg["bf16"] is False, "unset bf16 lets Unsloth pick bf16 itself, emulated on AVX2"
+    cfg, _ = adapt_config({"adapter": "qlora", "load_in_4bit": True, "bf16": "auto"}, AMX, engine="unsloth")
+    assert cfg["bf16"] is True
+    from tunebook.engines.unsloth import model_kwargs
+    assert model_kwargs({"base_model": "m", **adapt_config({"bf16": "auto"}, CPU, engine="unsloth")[0]})["dtype"] == "float32"
+
+
+def test_packing_stays_on_for_axolotl_on_cpu():
+    cfg, changes = adapt_config({"adapter": "lora", "sample_packing": True}, CPU)
+    assert cfg["sample_packing"] is True and "sample_packing" not in {c.key for c in changes}
 
 
 def test_gpu_keeps_gpu_features():

@@ -18,12 +18,15 @@ RECIPES = discover(Path("recipes"))
 
 
 def tiny_copy(path: Path, model: Path, work: Path) -> Path:
-    """The recipe as shipped, but small: tiny model, 8 rows, 2 steps, no checkpoints."""
+    """The recipe as shipped, but small: tiny model, 48 rows, 2 steps, no checkpoints.
+
+    48 rows, not 8: packed recipes put several rows in each 256-token pack, and 2 steps of
+    2 packs need more than 8 short rows."""
     cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     ds = cfg["datasets"][0]
     src = Path(ds["path"])
     data = work / src.name
-    data.write_text("".join(src.read_text(encoding="utf-8").splitlines(keepends=True)[:8]), encoding="utf-8")
+    data.write_text("".join(src.read_text(encoding="utf-8").splitlines(keepends=True)[:48]), encoding="utf-8")
     ds["path"] = str(data)
     cfg.update(base_model=str(model), max_steps=2, micro_batch_size=2, gradient_accumulation_steps=1,
                sequence_len=256, logging_steps=1, save_strategy="no", dataset_prepared_path=str(work / "prepared"),

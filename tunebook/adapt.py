@@ -26,6 +26,7 @@ OFFLINE_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
 }
 _UNSET = "<unset>"
+CPU_PLUGIN = "tunebook.engines.axolotl_plugin.CPUPlugin"
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def adapt_config(config: dict[str, Any], machine: Machine, engine: str = "axolot
     cfg = copy.deepcopy(config)
     changes: list[Change] = []
     if not machine.has_cuda:
-        _adapt_cpu(cfg, changes, engine)
+        _adapt_cpu(cfg, changes, engine, machine)
     elif not machine.cuda_bf16 and cfg.get("bf16") in (True, "auto"):
         _set(cfg, "bf16", False, "this GPU has no bf16; fp16 mixed precision instead", changes)
         _set(cfg, "fp16", True, "this GPU has no bf16; fp16 mixed precision instead", changes)
@@ -69,9 +70,7 @@ def adapt_config(config: dict[str, Any], machine: Machine, engine: str = "axolot
     return cfg, changes
 
 
-def _adapt_cpu(cfg: dict, changes: list[Change], engine: str) -> None:
-    if cfg.get("sample_packing"):
-        _set(cfg, "sample_packing", False, "multipack batches are built for flash-attention varlen kernels (CUDA)", changes)
+def _adapt_cpu(cfg: dict, changes: list[Change], engine: str, machine: Machine) -> None:
     if engine == "axolotl" and cfg.get("adapter") in ("lora", "qlora"):
         for key in LORA_KERNEL_KEYS:
             if cfg.get(key) is not False:
@@ -85,18 +84,7 @@ def _adapt_cpu(cfg: dict, changes: list[Change], engine: str) -> None:
         _set(cfg, "attn_implementation", "sdpa", f"{attn or 'flash/xformers'} needs CUDA; sdpa runs on CPU", changes)
     elif attn is None:
         _set(cfg, "attn_implementation", "sdpa", "explicit sdpa so Axolotl picks no CUDA kernel", changes)
-    if engine == "unsloth":
-        # Unsloth's CPU backend picks bf16 itself (AMX makes bf16 matmul ~4x fp32 here).
-        if cfg.get("bf16") is not None and cfg.get("bf16") != "auto":
-            _set(cfg, "bf16", "auto", "Unsloth on CPU chooses its own dtype (bf16 where the CPU has it)", changes)
-        if cfg.get("fp16"):
-            _set(cfg, "fp16", False, "fp16 is emulated on CPU (many times slower)", changes)
-    else:
-        why_amp = "Axolotl on CPU cannot run bf16, and fp16 is emulated (many times slower): fp32"
-        if cfg.get("bf16") not in (None, False):
-            _set(cfg, "bf16", False, why_amp, changes)
-        if cfg.get("fp16") not in (None, False):
-            _set(cfg, "fp16", False, why_amp, changes)
+    _adapt_cpu_precision(cfg, changes, engine, machine)
     if cfg.get("tf32"):
         _set(cfg, "tf32", False, "tf32 is a CUDA feature", changes)
     opt = str(cfg.get("optimizer") or "")
@@ -106,13 +94,39 @@ def _adapt_cpu(cfg: dict, changes: list[Change], engine: str) -> None:
         if cfg.get(key):
             _set(cfg, key, _UNSET, "DeepSpeed/FSDP need CUDA GPUs", changes)
     if engine == "unsloth":
+        if cfg.get("sample_packing"):
+            _set(cfg, "sample_packing", False, "TRL's packing on CPU is not checked free of cross-row attention; "
+                 "the axolotl engine packs", changes)
         return
+    plugins = list(cfg.get("plugins") or [])
+    if CPU_PLUGIN not in plugins:
+        _set(cfg, "plugins", plugins + [CPU_PLUGIN],
+             "tunebook's Axolotl plugin: bf16 autocast on CPU, logits only where labels are trained", changes)
     if cfg.get("dataloader_num_workers") is None:
         _set(cfg, "dataloader_num_workers", 0, "worker processes only compete for the same cores", changes)
     if cfg.get("dataloader_pin_memory") is not False:
         _set(cfg, "dataloader_pin_memory", False, "pinned memory needs an accelerator", changes)
     if cfg.get("gpu_memory_limit"):
         _set(cfg, "gpu_memory_limit", _UNSET, "no GPU", changes)
+
+
+def _adapt_cpu_precision(cfg: dict, changes: list[Change], engine: str, machine: Machine) -> None:
+    """bf16 where the CPU computes it in hardware, fp32 everywhere else; never fp16.
+
+    `bf16: auto` means "bf16 where it is fast": on an AMX or AVX512-BF16 CPU that is bf16
+    autocast (2-2.5x the fp32 matmul rate, measured), on an AVX2-only CPU it is fp32, because
+    emulated bf16 runs ~80x slower. Axolotl's own `auto` would pick fp16 on any CPU.
+    """
+    if cfg.get("fp16") not in (None, False):
+        _set(cfg, "fp16", False, "fp16 is emulated on CPU (many times slower)", changes)
+    wants_bf16 = cfg.get("bf16") in (True, "auto")
+    if wants_bf16 and machine.cpu_bf16:
+        if cfg.get("bf16") == "auto" or engine == "unsloth":
+            _set(cfg, "bf16", True, f"this CPU has bf16 matmul in hardware ({machine.matmul_class}): bf16 autocast", changes)
+    elif cfg.get("bf16") not in (None, False) or engine == "unsloth":
+        why = ("this CPU has no bf16 hardware (no AMX/AVX512-BF16): emulated bf16 is ~80x slower than fp32"
+               if wants_bf16 else "fp32 as the recipe asks")
+        _set(cfg, "bf16", False, why, changes)
 
 
 def engine_env(machine: Machine, online: bool = False) -> tuple[dict[str, str], list[Change]]:

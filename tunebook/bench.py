@@ -117,8 +117,12 @@ def _json(v):
     return json.loads(v) if isinstance(v, str) else (v or {})
 
 
-def matmul_peaks(n: int = 2048, seconds: float = 0.4) -> dict[str, float]:
+def matmul_peaks(n: int = 2048, seconds: float = 0.4, bf16: bool | None = None) -> dict[str, float | None]:
     """Peak FLOP/s of an n x n matmul in bf16 and fp32 on this machine, right now.
+
+    bf16 is measured only where the CPU (or a GPU) has it in hardware (`bf16=None` asks the
+    machine): emulated bf16 on an AVX2-only CPU is ~80x slower, and one 2048^2 matmul ran
+    for minutes there. Its peak is then None and nothing is compared against it.
 
     A peak is the best single matmul over `seconds` after warm-up: the first calls pay for
     oneDNN's kernel selection (AMX for bf16), and a mean over a few tens of milliseconds
@@ -127,8 +131,15 @@ def matmul_peaks(n: int = 2048, seconds: float = 0.4) -> dict[str, float]:
     """
     import torch
 
-    out = {}
+    if bf16 is None:
+        from tunebook.machine import detect
+
+        machine = detect()
+        bf16 = machine.cpu_bf16 or machine.cuda_bf16
+    out: dict[str, float | None] = {"bf16": None}
     for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        if name == "bf16" and not bf16:
+            continue
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         for _ in range(3):
             a @ b
@@ -158,8 +169,8 @@ def row_from_run(run, bench_id: str, peaks: dict[str, float], tasks: list[str]) 
         "machine": rec["machine"], "seed": rec.get("seed"), "run_dir": rec["run_dir"], "status": rec["status"],
         "tokens_per_s": (rec.get("tokens") or {}).get("per_second"), "train_s": train_s, "wall_s": rec.get("wall_time_s"),
         "peak_rss_mib": rec.get("peak_rss_mib"), "time_to_first_step_s": (rec.get("timing") or {}).get("time_to_first_step_s"),
-        "achieved_flops": flops, "frac_bf16_peak": flops / peaks["bf16"] if flops else None,
-        "frac_fp32_peak": flops / peaks["fp32"] if flops else None,
+        "achieved_flops": flops, "frac_bf16_peak": flops / peaks["bf16"] if flops and peaks.get("bf16") else None,
+        "frac_fp32_peak": flops / peaks["fp32"] if flops and peaks.get("fp32") else None,
         "quality": {t: ev["results"].get(t, {}).get(MAIN_METRIC.get(t, "")) for t in tasks if t in ev["results"]},
         "metrics": {"peaks": peaks, "final_loss": rec.get("final_loss"), "eval": ev.get("results")},
     }

@@ -23,11 +23,29 @@ class Machine:
         return bool(self.cuda_devices)
 
     @property
+    def cpu_bf16(self) -> bool:
+        """bf16 matmul in hardware. Without it (AVX2 only) torch emulates bf16 at ~1/80 of
+        the fp32 rate, so nothing may pick bf16 there."""
+        return "amx_bf16" in self.cpu_flags or "avx512_bf16" in self.cpu_flags
+
+    @property
+    def matmul_class(self) -> str:
+        """What sets a CPU's matmul speed more than its core count: amx > avx512bf16 > avx512 > avx2."""
+        for flag, name in (("amx_bf16", "amx"), ("avx512_bf16", "avx512bf16"), ("avx512f", "avx512"), ("avx2", "avx2")):
+            if flag in self.cpu_flags:
+                return name
+        return "basic"
+
+    @property
     def kind(self) -> str:
-        """A coarse class for comparing runs: `cpu-2c` or `cuda-1xNVIDIA A100`."""
+        """The class runs are compared within: `cpu-2c-amx`, `cpu-2c-avx2` or `cuda-1xNVIDIA A100`.
+
+        Core count alone put a 2-core AMX box and a 2-core AVX2 box in one class while their
+        speeds differ 2-3x, so the matmul capability is part of the class.
+        """
         if self.has_cuda:
             return f"cuda-{len(self.cuda_devices)}x{self.cuda_devices[0]}"
-        return f"cpu-{self.cpu_count}c"
+        return f"cpu-{self.cpu_count}c-{self.matmul_class}"
 
     def to_dict(self) -> dict:
         d = asdict(self)

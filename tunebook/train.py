@@ -30,7 +30,7 @@ def cpu_capabilities(machine: Machine) -> tuple[dict, dict]:
 
     if machine.has_cuda:
         return gpu_capabilities()
-    caps = {"bf16": False, "fp8": False, "tf32": False, "n_gpu": 1, "compute_capability": None}
+    caps = {"bf16": machine.cpu_bf16, "fp8": False, "tf32": False, "n_gpu": 1, "compute_capability": None}
     return caps, {"torch_version": torch.__version__.split("+")[0]}
 
 
@@ -99,8 +99,9 @@ def _loss_curve(log_history: list[dict]) -> list[dict]:
 
 
 def train(recipe_path: str | Path, args: str | list[str] | None = None, engine: str | None = None,
-          runs_root: Path = RUNS_ROOT, echo: bool = True) -> RunDir:
-    recipe, config, changes, machine = resolve(recipe_path, args, engine)
+          runs_root: Path = RUNS_ROOT, echo: bool = True, machine: Machine | None = None) -> RunDir:
+    """`machine` stands in for this one in tests (e.g. a CPU with bf16 hardware)."""
+    recipe, config, changes, machine = resolve(recipe_path, args, engine, machine=machine)
     meta = RecipeMeta(**config["recipe"])
     eng = get_engine(meta.engine)
     env, env_changes = engine_env(machine, online=online_requested())
@@ -155,22 +156,32 @@ def train(recipe_path: str | Path, args: str | list[str] | None = None, engine: 
         raise TunebookError(str(exc), exit_code=1, hint=f"the run directory {run.path} is marked INCOMPLETE") from None
 
     wall = round(time.time() - t0, 2)
+    if not metrics.get("global_step"):
+        msg = ("the engine finished after 0 training steps: the data gave no full batch "
+               "(too few rows for micro_batch_size, or packing put them in fewer packs than one batch)")
+        record.update(status="failed", error=msg, wall_time_s=wall)
+        run.write_record(record)
+        raise TunebookError(msg, exit_code=1, hint=f"the run directory {run.path} is marked INCOMPLETE")
     curve = _loss_curve(metrics.get("log_history", []))
     summary = next((e for e in reversed(metrics.get("log_history", [])) if "train_runtime" in e), {})
     train_s = float(summary.get("train_runtime") or metrics["timing"]["train_s"])
-    tokens = metrics.get("tokens_total")
+    tokens = metrics.get("tokens_real") or metrics.get("tokens_total")
     record.update(
         wall_time_s=wall,
         train_runtime_s=round(train_s, 2),
         steps=metrics.get("global_step"),
         tokens={
+            # real tokens (padding excluded); slots = positions the model processed
             "total": tokens,
+            "slots": metrics.get("tokens_slots") or metrics.get("tokens_total"),
+            "packing_efficiency": metrics.get("packing_efficiency"),
             "trainable": metrics.get("tokens_trainable"),
             "per_second": round(tokens / train_s, 2) if tokens and train_s else None,
             "trainable_per_second": round(metrics["tokens_trainable"] / train_s, 2)
             if metrics.get("tokens_trainable") and train_s else None,
         },
         peak_rss_mib=metrics.get("peak_rss_mib"),
+        precision=metrics.get("precision"),
         memory_estimate_mib=_estimate_mib(config, machine),
         params={"trainable": metrics.get("trainable_params"), "total": metrics.get("total_params"),
                 "linear4bit_modules": metrics.get("linear4bit_modules")},
@@ -212,7 +223,10 @@ def print_summary(record: dict) -> None:
         f"run       {record['run_dir']}",
         f"steps     {record.get('steps')}   wall {record.get('wall_time_s')} s   train {record.get('train_runtime_s')} s",
         f"loss      first {_mean(curve[:k]):.4f} -> last {_mean(curve[-k:]):.4f} (mean of {k} logged steps each)",
-        f"tokens    {tok.get('total')} seen, {tok.get('trainable')} trained on; {tok.get('per_second')} tok/s",
+        f"tokens    {tok.get('total')} seen, {tok.get('trainable')} trained on; {tok.get('per_second')} tok/s"
+        + (f"; packing efficiency {tok['packing_efficiency']:.2f}" if tok.get("packing_efficiency") else ""),
+        f"compute   {(record.get('precision') or {}).get('compute_dtype', 'n/a')}"
+        + (" autocast" if (record.get("precision") or {}).get("autocast") else ""),
         f"params    {params.get('trainable'):,} trainable of {params.get('total'):,}" if params.get("trainable") else "params    n/a",
         f"memory    peak RSS {record.get('peak_rss_mib')} MiB (estimated at most {record.get('memory_estimate_mib')} MiB)",
         f"output    {record.get('output_dir')} ({record.get('output_bytes', 0) / 2**20:.1f} MiB)",

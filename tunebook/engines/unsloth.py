@@ -130,7 +130,8 @@ def model_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
         "load_in_8bit": bool(cfg.get("load_in_8bit")),
         "full_finetuning": cfg.get("adapter") is None,
         "trust_remote_code": bool(cfg.get("trust_remote_code")),
-        "dtype": "float16" if cfg.get("fp16") is True else None,  # None: Unsloth picks (bf16 where it can)
+        # adapt sets bf16 true/false on CPU from the hardware; None lets Unsloth pick (GPU)
+        "dtype": "float16" if cfg.get("fp16") is True else {True: "bfloat16", False: "float32"}.get(cfg.get("bf16")),
     }
 
 

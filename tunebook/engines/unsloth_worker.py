@@ -28,6 +28,7 @@ def main(config_path: str, metrics_path: str) -> int:
     if threads > 0:
         torch.set_num_threads(threads)
     from tunebook.engines import timing
+    from tunebook.engines.axolotl_worker import precision
 
     timing.install()
     from datasets import load_dataset
@@ -79,7 +80,8 @@ def main(config_path: str, metrics_path: str) -> int:
         "tokens_trainable": int(sum(sum(1 for t in x if t != -100) for x in seen)),
         "tokens_note": "counted over the rows the steps consumed (no padding)",
         "masking": {"instruction_part": instruction, "response_part": response},
-        "compute_dtype": str(getattr(model, "dtype", "")),
+        **timing.token_counts(),
+        "precision": precision(args, model),
         "linear4bit_modules": sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()),
         "trainable_params": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
         "total_params": int(sum(p.numel() for p in model.parameters())),
