@@ -56,7 +56,10 @@ def write_tiny_recipe(src: Path, dest: Path, base_model: Path, data: Path, **ove
     cfg["datasets"][0]["path"] = str(data)
     cfg["dataset_prepared_path"] = str(dest.parent / "prepared")
     cfg["output_dir"] = str(dest.parent / "direct-out")
-    cfg.update({"max_steps": 2, "micro_batch_size": 4, "sequence_len": 128, "warmup_steps": 0})
+    # unpacked: 8 short rows would fill fewer packs than one batch (packing is covered by
+    # test_recipe_matrix on 48 rows and by test_cpu_speed_paths)
+    cfg.update({"max_steps": 2, "micro_batch_size": 4, "sequence_len": 128, "warmup_steps": 0,
+                "sample_packing": False, "pad_to_sequence_len": False})
     cfg.update(overrides)
     dest.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return dest

@@ -199,7 +199,7 @@ def test_memory_estimate_brackets_measured_peak(runs, method):
     run = runs[method]
     record = json.loads((run.path / "run.json").read_text())
     cfg = yaml.safe_load((run.path / "config.yaml").read_text())
-    est = estimate(cfg)
+    est = estimate(cfg, on_gpu=False)
     measured = record["peak_rss_mib"] * 2**20
     # an upper bound at full sequence_len, and not a wild one
     assert 0.5 * est.total <= measured <= 1.2 * est.total, (measured / 2**20, est.to_dict())

@@ -62,7 +62,7 @@ def test_unknown_key_in_recipe_block(tmp_path):
 
 
 def test_wrong_type_names_the_key_and_line(tmp_path):
-    path, line = edited(tmp_path, "micro_batch_size: 4", "micro_batch_size: four")
+    path, line = edited(tmp_path, "micro_batch_size: 1", "micro_batch_size: four")
     (p,) = problems_of(path)
     assert (p.key, p.line) == ("micro_batch_size", line)
     assert "integer" in p.message

@@ -39,13 +39,15 @@ def lora_params(spec: ModelSpec, r: int, targets: list[str]) -> int:
 
 
 def estimate(config: dict, on_gpu: bool | None = None) -> Estimate | None:
-    """Estimate for `config` as it would run: GPU precision from bf16/fp16, else fp32 (CPU Axolotl)."""
+    """Estimate for `config` as it would run: 2-byte weights under bf16/fp16 (GPUs, and CPUs
+    with bf16 hardware once adapted), else fp32; `on_gpu` (default: guessed from the
+    precision, for planning a GPU recipe) adds the CPU runtime's ~1 GiB when False."""
     spec = spec_for(str(config.get("base_model", "")))
     if spec is None:
         return None
     if on_gpu is None:
         on_gpu = config.get("bf16") in (True, "auto") or bool(config.get("fp16"))
-    weight_bytes = 2 if on_gpu else 4
+    weight_bytes = 2 if config.get("bf16") in (True, "auto") or bool(config.get("fp16")) else 4
     adapter = config.get("adapter")
     four_bit = bool(config.get("load_in_4bit"))
     linear_bytes = 0.5 + 0.03 if four_bit else weight_bytes  # NF4 + double-quantized scales
