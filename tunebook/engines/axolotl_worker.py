@@ -52,7 +52,7 @@ def main(config_path: str, metrics_path: str) -> int:
     metrics = {
         "time_to_first_step_s": timing.time_to_first_step(t0),
         **timing.token_counts(),
-        "precision": precision(trainer.args, model),
+        "precision": timing.precision(trainer.args, model),
         "linear4bit_modules": _count_linear4bit(model),
         "log_history": state.log_history,
         "global_step": state.global_step,
@@ -71,20 +71,6 @@ def main(config_path: str, metrics_path: str) -> int:
     tmp.write_text(json.dumps(metrics, default=float), encoding="utf-8")
     os.replace(tmp, metrics_path)
     return 0
-
-
-def precision(args, model) -> dict:
-    """What the matmuls really ran in: the autocast dtype if any, else the weights' dtype."""
-    weights = str(getattr(model, "dtype", "")).replace("torch.", "")
-    autocast = "bfloat16" if args.bf16 else "float16" if args.fp16 else None
-    return {"compute_dtype": autocast or weights, "autocast": autocast, "weights_dtype": weights,
-            "device": "cpu" if args.use_cpu or not _cuda() else "cuda"}
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _count_linear4bit(model) -> int:

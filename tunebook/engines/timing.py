@@ -1,5 +1,5 @@
-"""Time to the first optimizer step and the tokens really processed, measured inside the
-engine process.
+"""Time to the first optimizer step, the tokens really processed and the precision used,
+measured inside the engine process (both workers share it).
 
 Both engines train through transformers' Trainer; wrapping `Trainer.training_step` once in
 the worker (our own process) catches every step whatever subclass the engine builds, and
@@ -70,3 +70,14 @@ def token_counts() -> dict:
     real, slots = TOKENS["real"], TOKENS["slots"]
     return {"tokens_real": real, "tokens_slots": slots,
             "packing_efficiency": round(real / slots, 4) if slots else None}
+
+
+def precision(args, model) -> dict:
+    """What the matmuls really ran in: the trainer's autocast dtype if any, else the weights'."""
+    import torch
+
+    weights = str(getattr(model, "dtype", "")).replace("torch.", "")
+    autocast = "bfloat16" if args.bf16 else "float16" if args.fp16 else None
+    on_cpu = args.use_cpu or not torch.cuda.is_available()
+    return {"compute_dtype": autocast or weights, "autocast": autocast, "weights_dtype": weights,
+            "device": "cpu" if on_cpu else "cuda"}

@@ -28,7 +28,6 @@ def main(config_path: str, metrics_path: str) -> int:
     if threads > 0:
         torch.set_num_threads(threads)
     from tunebook.engines import timing
-    from tunebook.engines.axolotl_worker import precision
 
     timing.install()
     from datasets import load_dataset
@@ -81,7 +80,7 @@ def main(config_path: str, metrics_path: str) -> int:
         "tokens_note": "counted over the rows the steps consumed (no padding)",
         "masking": {"instruction_part": instruction, "response_part": response},
         **timing.token_counts(),
-        "precision": precision(args, model),
+        "precision": timing.precision(args, model),
         "linear4bit_modules": sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()),
         "trainable_params": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
         "total_params": int(sum(p.numel() for p in model.parameters())),
