@@ -8,6 +8,7 @@ GPU recipe is never mistaken for the recipe as written.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -138,8 +139,6 @@ def engine_env(machine: Machine, online: bool = False) -> tuple[dict[str, str], 
     with OMP_WAIT_POLICY=PASSIVE (README, Performance). A value already in the environment
     wins, so the lever stays measurable.
     """
-    import os
-
     env = {} if online else dict(OFFLINE_ENV)
     threads = str(machine.cpu_count)
     # `accelerate launch` (what `axolotl train` uses) sets OMP_NUM_THREADS=1 when it is

@@ -158,7 +158,8 @@ def train(recipe_path: str | Path, args: str | list[str] | None = None, engine: 
     wall = round(time.time() - t0, 2)
     if not metrics.get("global_step"):
         msg = ("the engine finished after 0 training steps: the data gave no full batch "
-               "(too few rows for micro_batch_size, or packing put them in fewer packs than one batch)")
+               "(too few rows for micro_batch_size, or packing put them in fewer packs than one batch); "
+               "add rows, or pass ARGS=\"micro_batch_size=1\" or ARGS=\"sample_packing=false\"")
         record.update(status="failed", error=msg, wall_time_s=wall)
         run.write_record(record)
         raise TunebookError(msg, exit_code=1, hint=f"the run directory {run.path} is marked INCOMPLETE")
