@@ -73,11 +73,13 @@ def token_counts() -> dict:
 
 
 def precision(args, model) -> dict:
-    """What the matmuls really ran in: the trainer's autocast dtype if any, else the weights'."""
+    """What the matmuls really ran in (the trainer's autocast dtype if any, else the weights'),
+    and what the optimizer updates (`master_dtype`): bf16 there would lose small updates."""
     import torch
 
     weights = str(getattr(model, "dtype", "")).replace("torch.", "")
+    trained = {str(p.dtype).replace("torch.", "") for p in model.parameters() if p.requires_grad}
     autocast = "bfloat16" if args.bf16 else "float16" if args.fp16 else None
     on_cpu = args.use_cpu or not torch.cuda.is_available()
     return {"compute_dtype": autocast or weights, "autocast": autocast, "weights_dtype": weights,
-            "device": "cpu" if on_cpu else "cuda"}
+            "master_dtype": "+".join(sorted(trained)) or None, "device": "cpu" if on_cpu else "cuda"}
