@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 .DEFAULT_GOAL := help
 RUN     ?=
 PROMPT  ?=
-.PHONY: help setup test test-slow train show list new validate merge chat data split stats inspect nba control bench-data eval compare bench lock lock-check freeze clean
+.PHONY: help setup test test-slow train show list new validate merge chat data split stats inspect nba control bench-data eval compare bench bench-engines lock lock-check freeze clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,11 +45,14 @@ merge: ## merge RECIPE's adapter into its base [RUN=id] -> runs/<name>/<run>/mer
 eval: ## lm-eval RECIPE's latest run [RUN=id] and its base on local tasks [TASKS=a,b] [LIMIT=n]
 	$(TB) eval $(RECIPE) $(if $(RUN),--run $(RUN)) $(if $(TASKS),--tasks $(TASKS)) $(if $(LIMIT),--limit $(LIMIT))
 
-compare: ## base vs full vs LoRA vs QLoRA -> reports/<id>/report.md|html + PNGs [RECIPES="..."] [LIMIT=50]
+compare: ## base vs full vs LoRA vs QLoRA, whole test sets -> reports/<id>/report.md|html + PNGs [RECIPES="..."] [LIMIT=n]
 	$(TB) compare $(if $(RECIPES),--recipes "$(RECIPES)") $(if $(LIMIT),--limit $(LIMIT))
 
 bench: ## nightly matrix -> bench/history.sqlite + bench/plots/; exits 1 on a regression [MATRIX=bench/nightly.yaml]
 	$(TB) bench --matrix $(or $(MATRIX),bench/nightly.yaml)
+
+bench-engines: ## plain axolotl vs tunebook (axolotl, unsloth) vs transformers+peft, same steps -> bench/engines/ [STEPS=20]
+	$(TB) bench-engines $(if $(STEPS),--steps $(STEPS))
 
 chat: ## chat with RECIPE's latest run [RUN=id] [PROMPT="..."] (interactive without PROMPT)
 	$(TB) chat $(RECIPE) $(if $(RUN),--run $(RUN)) $(if $(PROMPT),--prompt "$(PROMPT)")

@@ -266,3 +266,33 @@ def test_compare_report_lists_every_method_with_the_numbers_of_eval_json(runs, t
     page = (tmp_path / "report" / "report.html").read_text()
     assert page.count("<table>") == 2 and 'src="loss.png"' in page  # quality and cost tables, plots inline
     assert "smollm2-qlora" in page and "<pre>" not in page
+
+
+def test_learning_curve_scores_every_checkpoint_as_eval_loads_it(runs, tmp_path, monkeypatch):
+    import tunebook.evaluate as ev
+    from tunebook import learning_curve
+    from tunebook.compare import build_report
+
+    monkeypatch.setattr(ev, "CACHE", tmp_path / "cache")
+    picked = [runs["full"], runs["lora"], runs["qlora"]]
+    for run in picked:
+        ev.evaluate_run(run, tasks=["nba_mc", "control_mc"], limit=3)
+        record, e = run.read_record(), json.loads((run.path / "eval.json").read_text())
+        # save_steps 0.25 of 6 steps: checkpoints 2, 4 and 6 (the last one is the final model)
+        assert [s for s, _ in learning_curve.checkpoints(run)] == [2, 4, 6], run.path
+        points = learning_curve.ensure(run, 3)
+        assert [p.source for p in points] == ["base", "checkpoint-2", "checkpoint-4", "final"]
+        assert [p.step for p in points] == [0, 2, 4, 6]
+        assert points[0].score == e["base"]["results"]["nba_mc"]["acc,none"]
+        assert points[-1].score == e["results"]["nba_mc"]["acc,none"]
+        assert points[-1].tokens == record["tokens"]["total"] and points[1].tokens == round(record["tokens"]["total"] / 3)
+        assert all(0.0 <= p.score <= 1.0 and p.stderr is not None for p in points)
+        # computed once per limit: a second call reads the file
+        monkeypatch.setattr(learning_curve, "compute", lambda *a: pytest.fail("recomputed"))
+        assert learning_curve.ensure(run, 3) == points
+        monkeypatch.undo()
+        monkeypatch.setattr(ev, "CACHE", tmp_path / "cache")
+    report = build_report(picked, tmp_path / "report")
+    text = report.read_text()
+    assert (tmp_path / "report" / "learning-curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert sum(l.startswith("| smollm2-") and "checkpoint-" in l for l in text.splitlines()) == 6

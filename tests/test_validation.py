@@ -103,6 +103,9 @@ def test_missing_recipe_block(tmp_path):
 def test_overrides_parse_yaml_values_and_reject_garbage():
     assert parse_overrides("lora_r=8 bf16=true learning_rate=1e-4 x.0.y=a") == {
         "lora_r": 8, "bf16": True, "learning_rate": 1e-4, "x.0.y": "a"}
+    # YAML 1.2 booleans only: `no` is Axolotl's save_strategy value, not False
+    assert parse_overrides("save_strategy=no bf16=False load_in_4bit=yes") == {
+        "save_strategy": "no", "bf16": False, "load_in_4bit": "yes"}
     with pytest.raises(TunebookError, match="expected key=value"):
         parse_overrides("lora_r")
 

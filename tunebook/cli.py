@@ -144,6 +144,15 @@ def _cmd_compare(a) -> int:
     return 0
 
 
+def _cmd_bench_engines(a) -> int:
+    from tunebook.bench_engines import run, table
+
+    report = run(Path(a.recipe), Path(a.qlora), a.steps, Path(a.out))
+    print(table(report))
+    print(f"written to {a.out}/latest.md and {a.out}/<time>.json")
+    return 0 if all(r["ok"] for r in report["results"]) else 1
+
+
 def _cmd_bench(a) -> int:
     from tunebook.bench import run_bench
 
@@ -230,9 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="base vs full vs LoRA vs QLoRA report (trains/evaluates what is missing)")
     p.add_argument("--recipes", default="", help="space-separated recipe paths (default: smollm2 full, lora, qlora)")
-    p.add_argument("--limit", type=int, default=50, help="documents per task (default 50: ~18 min from nothing on 2 cores)")
+    p.add_argument("--limit", type=int, default=None, help="first N documents per task (default: the whole test sets)")
     p.add_argument("--out", default="")
     p.set_defaults(fn=_cmd_compare)
+
+    p = sub.add_parser("bench-engines", help="plain axolotl vs tunebook/axolotl vs tunebook/unsloth vs transformers+peft")
+    p.add_argument("--recipe", default="recipes/smollm2/lora.yaml")
+    p.add_argument("--qlora", default="recipes/smollm2/qlora.yaml")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--out", default="bench/engines")
+    p.set_defaults(fn=_cmd_bench_engines)
 
     p = sub.add_parser("bench", help="run the nightly matrix, append to bench/history.sqlite, flag regressions")
     p.add_argument("--matrix", default="bench/nightly.yaml")

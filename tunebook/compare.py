@@ -10,6 +10,7 @@ import json
 import time
 from pathlib import Path
 
+from tunebook import learning_curve
 from tunebook.evaluate import LOWER_IS_BETTER, MAIN_METRIC, evaluate_run
 from tunebook.recipe import load_recipe
 from tunebook.runs import RunDir, atomic_write_text, finished_runs
@@ -18,7 +19,8 @@ DEFAULT_RECIPES = ("recipes/smollm2/full.yaml", "recipes/smollm2/lora.yaml", "re
 
 
 def collect(recipes: list[str], limit: int | None, runs_root: Path = Path("runs"), train_missing: bool = True) -> list[RunDir]:
-    """The latest finished run of each recipe (trained when missing), each with an eval.json."""
+    """The latest finished run of each recipe (trained when missing), each with an eval.json
+    and, when the eval has the learning-curve task, a learning_curve.json."""
     from tunebook.train import train
 
     out = []
@@ -34,6 +36,8 @@ def collect(recipes: list[str], limit: int | None, runs_root: Path = Path("runs"
         ev = run.path / "eval.json"
         if not ev.exists() or json.loads(ev.read_text()).get("limit") != limit:
             evaluate_run(run, limit=limit)
+        if learning_curve.TASK in json.loads(ev.read_text())["results"]:
+            learning_curve.ensure(run, limit)
         out.append(run)
     return out
 
@@ -143,6 +147,27 @@ def build_report(runs: list[RunDir], out_dir: Path) -> Path:
     fig.savefig(out_dir / "loss.png", dpi=100)
     plt.close(fig)
     pngs.append(out_dir / "loss.png")
+    curves = {r["name"]: json.loads((run.path / learning_curve.FILE).read_text())["points"]
+              for r, run in zip(rows, runs) if (run.path / learning_curve.FILE).exists()}
+    if curves:
+        md += ["", f"## Learning curve ({learning_curve.TASK} {learning_curve.METRIC.split(',')[0]} against training tokens)", "",
+               "Scored at each checkpoint the run saved. Still rising at the end: more training would help; flat: it would not.", "",
+               "| model (point) | training tokens | score |", "|---|---|---|"]
+        for name, points in curves.items():
+            for p in points:
+                se = f" ± {_fmt(p['stderr'])}" if isinstance(p["stderr"], float) else ""
+                md.append(f"| {name} ({p['source']}) | {p['tokens']:,} | {_fmt(p['score'])}{se} |")
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        for name, points in curves.items():
+            ax.errorbar([p["tokens"] for p in points], [p["score"] for p in points],
+                        yerr=[p["stderr"] or 0 for p in points], marker="o", capsize=3, label=name)
+        ax.set_xlabel("training tokens")
+        ax.set_ylabel(f"{learning_curve.TASK} {learning_curve.METRIC.split(',')[0]} (higher is better)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / "learning-curve.png", dpi=100)
+        plt.close(fig)
+        pngs.append(out_dir / "learning-curve.png")
     md += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs]
     md += ["", "Runs: " + ", ".join(f"`{r.path}`" for r in runs)]
     text = "\n".join(md) + "\n"

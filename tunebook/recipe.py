@@ -116,7 +116,9 @@ def load_recipe(path: str | Path) -> Recipe:
 def parse_overrides(args: str | list[str] | None) -> dict[str, Any]:
     """`ARGS="lora_r=8 datasets.0.path=x.jsonl"` -> {"lora_r": 8, "datasets.0.path": "x.jsonl"}.
 
-    Values are parsed as YAML, so `8` is an int, `true` a bool and `[a, b]` a list.
+    Values are parsed as YAML, so `8` is an int, `true` a bool and `[a, b]` a list; but, as in
+    YAML 1.2, only true/false are booleans: `save_strategy=no` stays the string "no" (YAML 1.1
+    made it False, which Axolotl then rejected), and a bool key given `yes` still validates.
     """
     if not args:
         return {}
@@ -135,6 +137,8 @@ def parse_overrides(args: str | list[str] | None) -> dict[str, Any]:
             value = raw
         if isinstance(value, str) and _FLOAT.match(value):
             value = float(value)  # YAML 1.1 reads `1e-4` (no dot) as a string
+        if isinstance(value, bool) and raw.lower() not in ("true", "false"):
+            value = raw
         out[key] = value
     return out
 

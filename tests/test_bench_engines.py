@@ -1,0 +1,73 @@
+"""`make bench-engines` measures every contender the same way; these check the measuring.
+
+The full bench trains six times on the real model (minutes), so here: the watcher that times
+step lines and polls RSS, run on a child with known behaviour, and the contenders' command
+lines, each resolved through tunebook's own validation so a typo in them fails here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+from tunebook import bench_engines as be
+from tunebook.recipe import parse_overrides
+
+CHILD = """
+import sys, time
+block = bytearray(300 * 2**20)           # 300 MiB resident
+for i in range(3):
+    time.sleep(0.4)
+    sys.stdout.write("{'loss': %d.0, 'epoch': 0.1}\\r" % i)   # tqdm-style: \\r, not \\n
+    sys.stdout.flush()
+print("done")
+"""
+
+
+def test_step_lines_are_timed_and_peak_rss_is_the_largest_process(tmp_path):
+    rc, stamps, rss_mib, wall = be._run([sys.executable, "-c", CHILD], {}, tmp_path / "log", neighbour=False)
+    assert rc == 0 and len(stamps) == 3
+    assert all(b - a >= 0.3 for a, b in zip(stamps, stamps[1:])), stamps
+    assert 300 <= rss_mib < 600
+    assert wall >= stamps[-1]
+    assert (tmp_path / "log").read_text().count("'loss'") == 3
+
+
+def test_busy_neighbour_runs_during_the_contender_and_is_stopped(tmp_path):
+    import psutil
+
+    probe = "import psutil; print(sum(p.cmdline()[-1:] == ['while True: pass'] for p in psutil.process_iter()))"
+    before = {p.pid for p in psutil.process_iter()}
+    rc, _, _, _ = be._run([sys.executable, "-c", probe], {}, tmp_path / "log", neighbour=True)
+    assert rc == 0 and int((tmp_path / "log").read_text().strip()) >= 1
+    leftover = [p for p in psutil.process_iter() if p.pid not in before and p.is_running()
+                and p.status() != psutil.STATUS_ZOMBIE and p.cmdline()[-1:] == ["while True: pass"]]
+    assert not leftover
+
+
+def test_contenders_run_the_same_steps_with_args_tunebook_accepts(tmp_path):
+    from tunebook.train import resolve
+
+    recipe, qlora = Path("recipes/smollm2/lora.yaml"), Path("recipes/smollm2/qlora.yaml")
+    cs = be.contenders(recipe, qlora, 7, tmp_path, "data/nba/train.jsonl", "models/smollm2-135m-instruct")
+    names = [c.name for c in cs]
+    assert names[0] == "axolotl train (plain)" and names[-1] == "transformers + peft (floor)"
+    plain = yaml.safe_load((tmp_path / "plain-axolotl.yaml").read_text())
+    assert plain["max_steps"] == 7 and plain["save_strategy"] == "no" and "save_steps" not in plain
+    original = yaml.safe_load(recipe.read_text())
+    assert {k: v for k, v in plain.items() if k not in ("max_steps", "save_strategy", "output_dir", "save_steps")} == \
+        {k: v for k, v in original.items() if k not in ("max_steps", "save_strategy", "output_dir", "save_steps")}
+    for c in cs:
+        if "--args" not in c.cmd:
+            continue
+        args = c.cmd[c.cmd.index("--args") + 1]
+        assert parse_overrides(args)["max_steps"] == 7
+        engine = c.cmd[c.cmd.index("--engine") + 1] if "--engine" in c.cmd else None
+        _, config, _, _ = resolve(c.cmd[4], args, engine)
+        assert config["max_steps"] == 7 and config["save_strategy"] == "no"
+        if "padded" in c.shapes:
+            assert config["micro_batch_size"] == 4 and not config["sample_packing"]
+    assert sum(c.neighbour for c in cs) == 1
+    assert cs[-1].cmd[-3:-1] == ["7", "4"]
