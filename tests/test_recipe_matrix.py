@@ -31,7 +31,7 @@ def tiny_copy(path: Path, model: Path, work: Path) -> Path:
     cfg.update(base_model=str(model), max_steps=2, micro_batch_size=2, gradient_accumulation_steps=1,
                sequence_len=256, logging_steps=1, save_strategy="no", dataset_prepared_path=str(work / "prepared"),
                output_dir=str(work / "direct"))
-    for key in ("saves_per_epoch", "warmup_ratio"):
+    for key in ("saves_per_epoch", "save_steps", "warmup_ratio"):
         cfg.pop(key, None)
     out = work / path.name
     out.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")

@@ -16,7 +16,7 @@ import yaml
 from conftest import write_tiny_recipe
 from tunebook.errors import TunebookError
 from tunebook.recipe import load_recipe
-from tunebook.runs import MARKER, RunDir
+from tunebook.runs import MARKER, RunDir, dir_size
 from tunebook.train import train
 
 STEPS = 6
@@ -280,6 +280,8 @@ def test_learning_curve_scores_every_checkpoint_as_eval_loads_it(runs, tmp_path,
         record, e = run.read_record(), json.loads((run.path / "eval.json").read_text())
         # save_steps 0.25 of 6 steps: checkpoints 2, 4 and 6 (the last one is the final model)
         assert [s for s, _ in learning_curve.checkpoints(run)] == [2, 4, 6], run.path
+        # what ships is the final model; checkpoints are counted apart
+        assert record["checkpoints_bytes"] > 0 and record["output_bytes"] + record["checkpoints_bytes"] == dir_size(run.output)
         points = learning_curve.ensure(run, 3)
         assert [p.source for p in points] == ["base", "checkpoint-2", "checkpoint-4", "final"]
         assert [p.step for p in points] == [0, 2, 4, 6]

@@ -13,7 +13,7 @@ from pathlib import Path
 from tunebook import learning_curve
 from tunebook.evaluate import LOWER_IS_BETTER, MAIN_METRIC, evaluate_run
 from tunebook.recipe import load_recipe
-from tunebook.runs import RunDir, atomic_write_text, finished_runs
+from tunebook.runs import RunDir, atomic_write_text, dir_size, finished_runs
 
 DEFAULT_RECIPES = ("recipes/smollm2/full.yaml", "recipes/smollm2/lora.yaml", "recipes/smollm2/qlora.yaml")
 
@@ -101,7 +101,7 @@ def build_report(runs: list[RunDir], out_dir: Path) -> Path:
         rec = r["record"]
         md.append(f"| {r['name']} | {_fmt(rec.get('wall_time_s'), 1)} | {_fmt((rec.get('tokens') or {}).get('per_second'), 1)} | "
                   f"{_fmt(rec.get('peak_rss_mib'), 0)} | {(rec.get('params') or {}).get('trainable'):,} | "
-                  f"{rec.get('output_bytes', 0) / 2**20:.1f} | {_fmt(rec.get('final_loss'))} |")
+                  f"{dir_size(Path(rec['output_dir']), skip_checkpoints=True) / 2**20:.1f} | {_fmt(rec.get('final_loss'))} |")
     if "control_mc" in tasks:
         md += ["", "## Forgetting (control task accuracy vs base)", ""]
         b = base.get("control_mc", {}).get("acc,none")

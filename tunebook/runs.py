@@ -175,5 +175,9 @@ def find_run(recipe_name: str, run: str | None = None, root: Path = RUNS_ROOT) -
     return found
 
 
-def dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+def dir_size(path: Path, skip_checkpoints: bool = False) -> int:
+    """Bytes under `path`; with skip_checkpoints, what a user ships: not the trainer's
+    checkpoint-N folders (weights and optimizer state kept for resuming and the learning curve)."""
+    root = Path(path)
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()
+               and not (skip_checkpoints and p.relative_to(root).parts[0].startswith("checkpoint-")))

@@ -192,7 +192,8 @@ def train(recipe_path: str | Path, args: str | list[str] | None = None, engine: 
         final_loss=curve[-1]["loss"] if curve else None,
         first_loss=curve[0]["loss"] if curve else None,
         output_dir=str(run.output),
-        output_bytes=dir_size(run.output),
+        output_bytes=dir_size(run.output, skip_checkpoints=True),
+        checkpoints_bytes=dir_size(run.output) - dir_size(run.output, skip_checkpoints=True),
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     (run.path / "metrics.json").unlink(missing_ok=True)
