@@ -147,11 +147,14 @@ def build_report(runs: list[RunDir], out_dir: Path) -> Path:
     fig.savefig(out_dir / "loss.png", dpi=100)
     plt.close(fig)
     pngs.append(out_dir / "loss.png")
-    curves = {r["name"]: json.loads((run.path / learning_curve.FILE).read_text())["points"]
-              for r, run in zip(rows, runs) if (run.path / learning_curve.FILE).exists()}
+    saved = {r["name"]: json.loads((run.path / learning_curve.FILE).read_text())
+             for r, run in zip(rows, runs) if (run.path / learning_curve.FILE).exists()}
+    curves = {name: c["points"] for name, c in saved.items()}
     if curves:
+        docs = ", ".join(sorted({str(c["limit"]) for c in saved.values()}))
         md += ["", f"## Learning curve ({learning_curve.TASK} {learning_curve.METRIC.split(',')[0]} against training tokens)", "",
-               "Scored at each checkpoint the run saved. Still rising at the end: more training would help; flat: it would not.", "",
+               f"Base, each checkpoint the run saved, and the final model, all on the first {docs} {learning_curve.TASK} "
+               "documents. Still rising at the end: more training would help; flat: it would not.", "",
                "| model (point) | training tokens | score |", "|---|---|---|"]
         for name, points in curves.items():
             for p in points:
