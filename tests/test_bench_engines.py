@@ -71,3 +71,23 @@ def test_contenders_run_the_same_steps_with_args_tunebook_accepts(tmp_path):
             assert config["micro_batch_size"] == 4 and not config["sample_packing"]
     assert sum(c.neighbour for c in cs) == 1
     assert cs[-1].cmd[-3:-1] == ["7", "4"]
+
+
+def test_rates_peaks_and_ratios_are_derived_from_what_was_measured():
+    plain = be.Result("axolotl train (plain)", "packed", ok=True, steps=10, steady_s=45.0, tokens_from="tunebook → axolotl",
+                      flops_per_token=4 * 100)
+    tb = be.Result("tunebook → axolotl", "packed", ok=True, steps=20, steady_s=19.0, tokens_real=10_000,
+                   flops_per_token=4 * 100)
+    failed = be.Result("tunebook → unsloth", "padded x 4", ok=False, steps=0)
+    peaks = {"bf16": 4e5, "fp32": None}
+    be.derive([plain, tb, failed], peaks)
+    assert tb.tokens_per_s == round(10_000 * 19 / 20 / 19.0, 1) == 500.0
+    assert plain.tokens_real == 5_000 and plain.tokens_per_s == round(5_000 * 9 / 10 / 45.0, 1) == 100.0
+    assert tb.vs_plain_axolotl == 5.0 and plain.vs_plain_axolotl == 1.0
+    assert tb.frac_bf16_peak == round(400 * 500.0 / 4e5, 3) and tb.frac_fp32_peak is None
+    assert failed.tokens_per_s is None and failed.vs_plain_axolotl is None
+    be.derive([plain, tb, failed], peaks)  # idempotent: a saved report can be re-derived
+    assert plain.notes.count("real tokens: tunebook → axolotl's per step (same packs)") == 1
+    assert "| tunebook → axolotl | packed |" in be.table(
+        {"machine_kind": "cpu-2c-x", "machine": {"cpu_model": "x"}, "steps": 20, "git_commit": "abc", "at": "now",
+         "peaks_flops": peaks, "results": [vars(r) for r in (plain, tb, failed)]})

@@ -65,6 +65,8 @@ class Result:
     frac_fp32_peak: float | None = None
     vs_plain_axolotl: float | None = None
     compute_dtype: str | None = None
+    tokens_from: str | None = None  # another contender whose real tokens per step this one shares
+    flops_per_token: int | None = None
     log: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -174,7 +176,9 @@ def run(recipe: Path, qlora: Path, steps: int, out_dir: Path, echo=print) -> dic
         work = Path(tmp)
         for c in contenders(recipe, qlora, steps, work, data, model):
             echo(f"== {c.name}: {' '.join(c.cmd[1:4])} ...")
-            env = {**os.environ, **OFFLINE, "PYTHONUNBUFFERED": "1"}
+            # as in an activated venv: `axolotl train` execs `accelerate` from PATH
+            bindir = str(Path(sys.executable).parent)
+            env = {**os.environ, **OFFLINE, "PYTHONUNBUFFERED": "1", "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
             log = out_dir / "logs" / (re.sub(r"\W+", "-", c.name).strip("-") + ".log")
             log.parent.mkdir(parents=True, exist_ok=True)
             rc, stamps, rss, wall = _run(c.cmd, env, log, c.neighbour)
@@ -191,24 +195,16 @@ def run(recipe: Path, qlora: Path, steps: int, out_dir: Path, echo=print) -> dic
             elif c.tokens == "floor" and (work / "floor.json").exists():
                 r.tokens_real = json.loads((work / "floor.json").read_text())["tokens_real"]
                 r.compute_dtype = "float32"
-            elif c.tokens in results and results[c.tokens].tokens_real and results[c.tokens].steps:
-                r.tokens_real = round(results[c.tokens].tokens_real * len(stamps) / results[c.tokens].steps)
-                r.compute_dtype = "float32"
-                r.notes.append(f"real tokens: {c.tokens}'s per step (same packs)")
-            if r.tokens_real and r.steady_s and r.steps >= 2:
-                r.tokens_per_s = round(r.tokens_real * (r.steps - 1) / r.steps / r.steady_s, 1)
-                flops = (6 if c.method == "full" else 4) * n_params * r.tokens_per_s
-                r.frac_bf16_peak = round(flops / peaks["bf16"], 3) if peaks.get("bf16") else None
-                r.frac_fp32_peak = round(flops / peaks["fp32"], 3) if peaks.get("fp32") else None
+            else:
+                r.tokens_from, r.compute_dtype = c.tokens, "float32"
+            r.flops_per_token = (6 if c.method == "full" else 4) * n_params
             if rc != 0:
                 r.notes.append(f"exit code {rc}; see {log}")
             results[c.name] = r
+            derive(list(results.values()), peaks)
             echo(f"   {r.tokens_per_s} tok/s, first step {r.time_to_first_step_s} s, peak RSS {r.peak_rss_mib} MiB"
                  + (f"  ({'; '.join(r.notes)})" if r.notes else ""))
-    base = results.get("axolotl train (plain)")
-    for r in results.values():
-        if base and base.tokens_per_s and r.tokens_per_s:
-            r.vs_plain_axolotl = round(r.tokens_per_s / base.tokens_per_s, 2)
+    derive(list(results.values()), peaks)
     report = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": asdict(machine), "machine_kind": machine.kind,
               "git_commit": _git_commit(), "recipe": str(recipe), "qlora_recipe": str(qlora), "steps": steps,
               "model_params": n_params, "peaks_flops": peaks, "results": [asdict(r) for r in results.values()]}
@@ -218,12 +214,37 @@ def run(recipe: Path, qlora: Path, steps: int, out_dir: Path, echo=print) -> dic
     return report
 
 
+def derive(results: list[Result], peaks: dict) -> None:
+    """Rates, fractions of the peaks and ratios from what was measured; rerunnable on a saved report."""
+    by_name = {r.name: r for r in results}
+    for r in results:
+        src = by_name.get(r.tokens_from or "")
+        if src and src.tokens_real and src.steps and r.steps:
+            r.tokens_real = round(src.tokens_real * r.steps / src.steps)
+            note = f"real tokens: {src.name}'s per step (same packs)"
+            if note not in r.notes:
+                r.notes.append(note)
+        if r.tokens_real and r.steady_s and r.steps >= 2:
+            r.tokens_per_s = round(r.tokens_real * (r.steps - 1) / r.steps / r.steady_s, 1)
+            flops = (r.flops_per_token or 0) * r.tokens_per_s
+            r.frac_bf16_peak = round(flops / peaks["bf16"], 3) if peaks.get("bf16") else None
+            r.frac_fp32_peak = round(flops / peaks["fp32"], 3) if peaks.get("fp32") else None
+    base = by_name.get("axolotl train (plain)")
+    for r in results:
+        if base and base.tokens_per_s and r.tokens_per_s:
+            r.vs_plain_axolotl = round(r.tokens_per_s / base.tokens_per_s, 2)
+
+
 def _git_commit() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+def _fmt0(x) -> str:
+    return "n/a" if x is None else f"{x:.0f}"
 
 
 def table(report: dict) -> str:
@@ -239,6 +260,6 @@ def table(report: dict) -> str:
 
     for r in report["results"]:
         lines.append(f"| {r['name']} | {r['shapes']} | {r['compute_dtype'] or 'n/a'} | {r['tokens_per_s'] or 'failed'} | "
-                     f"{r['vs_plain_axolotl'] or 'n/a'} | {r['time_to_first_step_s'] or 'n/a'} | {r['peak_rss_mib']:.0f} | "
+                     f"{r['vs_plain_axolotl'] or 'n/a'} | {r['time_to_first_step_s'] or 'n/a'} | {_fmt0(r['peak_rss_mib'])} | "
                      f"{pct(r['frac_bf16_peak'])} | {pct(r['frac_fp32_peak'])} |")
     return head + "\n".join(lines) + "\n"
