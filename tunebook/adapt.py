@@ -96,8 +96,10 @@ def _adapt_cpu(cfg: dict, changes: list[Change], engine: str, machine: Machine) 
             _set(cfg, key, _UNSET, "DeepSpeed/FSDP need CUDA GPUs", changes)
     if engine == "unsloth":
         if cfg.get("sample_packing"):
-            _set(cfg, "sample_packing", False, "TRL's packing on CPU is not checked free of cross-row attention; "
-                 "the axolotl engine packs", changes)
+            # Its CPU backend (unsloth_zoo/cpu/trainer.py) clears packing and padding_free itself;
+            # saying so here puts the reason in run.json rather than in a line of engine log.
+            _set(cfg, "sample_packing", False, "Unsloth's CPU backend turns packing off (it allows it only "
+                 "with FlashAttention); batches are padded, ENGINE=axolotl packs", changes)
         return
     plugins = list(cfg.get("plugins") or [])
     if CPU_PLUGIN not in plugins:

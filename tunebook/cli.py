@@ -153,6 +153,13 @@ def _cmd_bench_engines(a) -> int:
     return 0 if all(r["ok"] for r in report["results"]) else 1
 
 
+def _cmd_profile(a) -> int:
+    from tunebook.profile_step import profile, table
+
+    print(table(profile(a.recipe, a.args, engine=a.engine, first=a.first, last=a.last)))
+    return 0
+
+
 def _cmd_bench(a) -> int:
     from tunebook.bench import run_bench
 
@@ -249,6 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--out", default="bench/engines")
     p.set_defaults(fn=_cmd_bench_engines)
+
+    p = sub.add_parser("profile", help="where a training step's time goes (torch.profiler over a few real steps)")
+    p.add_argument("recipe")
+    p.add_argument("--args", default="", help='overrides: "key=value key2=value"')
+    p.add_argument("--engine", default=None, choices=["axolotl", "unsloth"])
+    p.add_argument("--first", type=int, default=3, help="first profiled step (earlier ones warm up)")
+    p.add_argument("--last", type=int, default=6)
+    p.set_defaults(fn=_cmd_profile)
 
     p = sub.add_parser("bench", help="run the nightly matrix, append to bench/history.sqlite, flag regressions")
     p.add_argument("--matrix", default="bench/nightly.yaml")

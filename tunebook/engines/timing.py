@@ -40,19 +40,29 @@ def real_tokens(inputs, pad_token_id: int | None = None) -> tuple[int, int]:
     return real, slots
 
 
+PROFILE_ENV = "TUNEBOOK_PROFILE"  # "<first step>:<last step>:<output .json>", set by `tunebook profile`
+
+
 def install() -> None:
+    import os
+
     import transformers
 
     original = transformers.Trainer.training_step
     if getattr(original, "_tunebook_timed", False):
         return
+    profiler = _StepProfiler(os.environ[PROFILE_ENV]) if os.environ.get(PROFILE_ENV) else None
 
     def training_step(self, model, inputs, *args, **kwargs):
         tok = getattr(self, "processing_class", None)
         real, slots = real_tokens(inputs, getattr(tok, "pad_token_id", None))
         TOKENS["real"] += real
         TOKENS["slots"] += slots
+        if profiler:
+            profiler.before(real)
         out = original(self, model, inputs, *args, **kwargs)
+        if profiler:
+            profiler.after()
         FIRST_STEP.setdefault("at", time.time())
         return out
 
@@ -83,3 +93,41 @@ def precision(args, model) -> dict:
     on_cpu = args.use_cpu or not torch.cuda.is_available()
     return {"compute_dtype": autocast or weights, "autocast": autocast, "weights_dtype": weights,
             "master_dtype": "+".join(sorted(trained)) or None, "device": "cpu" if on_cpu else "cuda"}
+
+
+class _StepProfiler:
+    """torch.profiler from the start of step `first` to the end of step `last` of the engine's
+    own loop: forward, backward and the optimizer steps between them, whatever the engine.
+
+    Writes each op's self CPU time, so the steps' time splits without double counting."""
+
+    def __init__(self, spec: str):
+        first, last, out = spec.split(":", 2)
+        self.first, self.last, self.out = int(first), int(last), out
+        self.step, self.prof, self.tokens, self.t0 = 0, None, 0, 0.0
+
+    def before(self, real: int) -> None:
+        import torch
+
+        self.step += 1
+        if self.step == self.first:
+            self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            self.prof.__enter__()
+            self.t0 = time.time()
+        if self.prof is not None:
+            self.tokens += real
+
+    def after(self) -> None:
+        if self.prof is None or self.step != self.last:
+            return
+        import json
+
+        wall = time.time() - self.t0
+        self.prof.__exit__(None, None, None)
+        ops = [{"name": e.key, "self_cpu_s": e.self_cpu_time_total / 1e6, "calls": e.count}
+               for e in self.prof.key_averages() if e.self_cpu_time_total > 0]
+        ops.sort(key=lambda o: -o["self_cpu_s"])
+        with open(self.out, "w", encoding="utf-8") as f:
+            json.dump({"steps": self.last - self.first + 1, "wall_s": round(wall, 3), "tokens": self.tokens,
+                       "ops": ops}, f)
+        self.prof = None
