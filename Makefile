@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 .DEFAULT_GOAL := help
 RUN     ?=
 PROMPT  ?=
-.PHONY: help setup test test-slow train show list new validate merge chat data split stats inspect nba control bench-data eval compare bench bench-engines profile lock lock-check freeze clean
+.PHONY: help setup test test-slow train show list new validate merge chat data split stats inspect nba control bench-data eval compare bench bench-engines bench-levers profile lock lock-check freeze clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ compare: ## base vs full vs LoRA vs QLoRA, whole test sets -> reports/<id>/repor
 
 bench: ## nightly matrix -> bench/history.sqlite + bench/plots/; exits 1 on a regression [MATRIX=bench/nightly.yaml]
 	$(TB) bench --matrix $(or $(MATRIX),bench/nightly.yaml)
+
+bench-levers: ## each speed lever vs the shipped recipe, one run each -> bench/levers/ [STEPS=20] [ONLY=regex]
+	$(TB) bench-levers $(if $(STEPS),--steps $(STEPS)) $(if $(ONLY),--only "$(ONLY)")
 
 profile: ## where a training step's time goes (torch.profiler, a few real steps) RECIPE=... [ARGS=...] [ENGINE=...]
 	$(TB) profile $(RECIPE) --args "$(ARGS)" $(if $(ENGINE),--engine $(ENGINE))

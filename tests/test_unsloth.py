@@ -45,11 +45,12 @@ def test_trainer_mapping():
     assert (k["max_length"], k["packing"], k["output_dir"], k["report_to"]) == (256, True, "out", [])
     assert U.sft_kwargs({**CFG, "warmup_steps": 4})["warmup_steps"] == 4
     assert U.sft_kwargs({**CFG, "max_steps": None})["max_steps"] == -1
+    assert (k["group_by_length"], U.sft_kwargs({**CFG, "group_by_length": True})["group_by_length"]) == (False, True)
 
 
 def test_every_honoured_key_is_mapped_somewhere():
     mapped = set(CFG) | {"load_in_8bit", "fp16", "bf16", "lora_target_linear", "warmup_steps", "save_strategy",
-                         "save_steps", "chat_template", "bnb_config_kwargs", "val_set_size", "use_wandb"}
+                         "save_steps", "group_by_length", "chat_template", "bnb_config_kwargs", "val_set_size", "use_wandb"}
     assert set(U.HONOURED) <= mapped
     assert U.check(CFG) == []
 

@@ -142,13 +142,15 @@ def engine_env(machine: Machine, online: bool = False) -> tuple[dict[str, str], 
     wins, so the lever stays measurable.
     """
     env = {} if online else dict(OFFLINE_ENV)
-    threads = str(machine.cpu_count)
+    # TUNEBOOK_THREADS: fewer threads than cores, to measure the lever (`make bench-levers`)
+    threads = os.environ.get("TUNEBOOK_THREADS") or str(machine.cpu_count)
     # `accelerate launch` (what `axolotl train` uses) sets OMP_NUM_THREADS=1 when it is
     # unset, which runs a CPU step single-threaded.
     env["OMP_NUM_THREADS"] = threads
     env["MKL_NUM_THREADS"] = threads
     env["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
-    why = {"OMP_NUM_THREADS": "every core", "MKL_NUM_THREADS": "every core",
+    cores = "every core" if threads == str(machine.cpu_count) else "TUNEBOOK_THREADS"
+    why = {"OMP_NUM_THREADS": cores, "MKL_NUM_THREADS": cores,
            "OMP_WAIT_POLICY": "waiting threads sleep: a busy neighbour costs its share, not 3x"}
     changes = [Change(f"env.{k}", _UNSET, v, why.get(k, "offline run")) for k, v in env.items()]
     return env, changes

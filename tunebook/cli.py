@@ -160,6 +160,15 @@ def _cmd_profile(a) -> int:
     return 0
 
 
+def _cmd_bench_levers(a) -> int:
+    from tunebook.bench_levers import run, table
+
+    report = run({"lora": Path(a.recipe), "qlora": Path(a.qlora)}, a.steps, Path(a.out), only=a.only)
+    print(table(report))
+    print(f"written to {a.out}/latest.md and {a.out}/<time>.json")
+    return 0 if all(r["ok"] for r in report["results"]) else 1
+
+
 def _cmd_bench(a) -> int:
     from tunebook.bench import run_bench
 
@@ -256,6 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--out", default="bench/engines")
     p.set_defaults(fn=_cmd_bench_engines)
+
+    p = sub.add_parser("bench-levers", help="each speed lever (threads, batch, compile, CE, ...) vs the shipped recipe")
+    p.add_argument("--recipe", default="recipes/smollm2/lora.yaml")
+    p.add_argument("--qlora", default="recipes/smollm2/qlora.yaml")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--only", default=None, help="regex: only the levers whose name matches")
+    p.add_argument("--out", default="bench/levers")
+    p.set_defaults(fn=_cmd_bench_levers)
 
     p = sub.add_parser("profile", help="where a training step's time goes (torch.profiler over a few real steps)")
     p.add_argument("recipe")

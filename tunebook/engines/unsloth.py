@@ -56,7 +56,8 @@ HONOURED = {
     "output_dir": "SFTConfig(output_dir), save_pretrained",
     "bf16": "from_pretrained(dtype): Unsloth picks bf16 where the hardware has it",
     "fp16": "from_pretrained(dtype=float16)",
-    "sample_packing": "SFTConfig(packing)",
+    "sample_packing": "SFTConfig(packing) (its CPU backend turns it off)",
+    "group_by_length": "SFTConfig(group_by_length): batches of like lengths, less padding",
     "bnb_config_kwargs": "only NF4 + double quantization, which is what Unsloth's 4-bit loading does",
     "val_set_size": "only 0: no evaluation split",
     "use_wandb": "only false: SFTConfig(report_to=[])",
@@ -174,6 +175,7 @@ def sft_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
         "dataset_text_field": "text",
         "max_length": int(cfg.get("sequence_len") or 2048),
         "packing": bool(cfg.get("sample_packing")),
+        "group_by_length": bool(cfg.get("group_by_length")),
         "dataloader_num_workers": 0,
     }
     if cfg.get("save_steps"):

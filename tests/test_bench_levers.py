@@ -1,0 +1,55 @@
+"""`make bench-levers`: every lever is a change tunebook accepts, and each is set against its shipped recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tunebook import bench_levers as bl
+from tunebook.adapt import engine_env
+from tunebook.bench_engines import Result
+from tunebook.machine import detect
+
+RECIPES = {"lora": Path("recipes/smollm2/lora.yaml"), "qlora": Path("recipes/smollm2/qlora.yaml")}
+
+
+@pytest.mark.parametrize("lever", bl.LEVERS, ids=lambda lv: lv.name[:40])
+def test_each_lever_resolves_and_changes_what_it_names(lever):
+    from tunebook.train import resolve
+
+    _recipe, base, _c, _m = resolve(RECIPES[lever.recipe], "max_steps=3 save_strategy=no save_steps=null")
+    _recipe, cfg, _c, _m = resolve(RECIPES[lever.recipe], f"max_steps=3 save_strategy=no save_steps=null {lever.args}",
+                                   engine=lever.engine)
+    changed = {k for k in set(cfg) | set(base) if cfg.get(k) != base.get(k)} - {"recipe"}
+    if lever.engine:
+        assert cfg["recipe"]["engine"] == lever.engine
+    elif lever.args:
+        assert {a.split("=")[0] for a in lever.args.split()} <= changed
+    else:
+        assert not changed and (lever.env or "as shipped" in lever.name)
+
+
+def test_thread_lever_reaches_the_engine_environment(monkeypatch):
+    machine = detect()
+    monkeypatch.setenv("TUNEBOOK_THREADS", "1")
+    env, changes = engine_env(machine)
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "1"
+    assert any(c.key == "env.OMP_NUM_THREADS" and c.why == "TUNEBOOK_THREADS" for c in changes)
+    monkeypatch.delenv("TUNEBOOK_THREADS")
+    assert engine_env(machine)[0]["OMP_NUM_THREADS"] == str(machine.cpu_count)
+
+
+def test_levers_are_set_against_their_own_recipes_shipped_rate():
+    lora, qlora = bl.LEVERS[0].name, next(lv.name for lv in bl.LEVERS if lv.recipe == "qlora" and "as shipped" in lv.name)
+    batch = next(lv.name for lv in bl.LEVERS if lv.args == "micro_batch_size=2")
+    grouped = next(lv.name for lv in bl.LEVERS if "group_by_length" in lv.args)
+    rs = [Result(lora, "-", True, tokens_per_s=200.0), Result(batch, "m", True, tokens_per_s=250.0),
+          Result(qlora, "-", True, tokens_per_s=100.0), Result(grouped, "g", True, tokens_per_s=120.0),
+          Result("failed", "x", False)]
+    bl.versus_shipped(rs)
+    assert [r.vs_plain_axolotl for r in rs] == [1.0, 1.25, 1.0, 1.2, None]
+    report = {"steps": 5, "machine_kind": "cpu-2c-test", "git_commit": "abc", "peaks_flops": {"bf16": 4e11, "fp32": 2e11},
+              "results": [{**r.__dict__, "frac_bf16_peak": 0.2, "frac_fp32_peak": 0.4, "peak_rss_mib": 1.0} for r in rs]}
+    text = bl.table(report)
+    assert "| 20% |" in text and "1.25" in text and "failed" in text

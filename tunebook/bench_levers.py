@@ -1,0 +1,129 @@
+"""`make bench-levers`: each speed lever measured on its own against the shipped recipe.
+
+One short run per lever (recipe + ARGS, or recipe + environment), one after the other,
+measured from outside exactly as `make bench-engines` measures (step-line clock, largest
+process RSS, real tokens from run.json). A lever is kept in the shipped recipes only when
+its row here beats the shipped row; the table in the README comes from `latest.md`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tunebook.bench_engines import OFFLINE, Result, _git_commit, _latest_record, _model_params, _run, derive
+from tunebook.runs import atomic_write_json, atomic_write_text
+
+
+@dataclass(frozen=True)
+class Lever:
+    name: str
+    recipe: str  # "lora" or "qlora": which of the two recipes it changes
+    args: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    engine: str | None = None
+
+
+LEVERS = [
+    Lever("LoRA as shipped (packed 512 x 1, bf16 autocast, all cores, passive wait)", "lora"),
+    Lever("fp32 instead of bf16", "lora", "bf16=false"),
+    Lever("1 thread", "lora", env={"TUNEBOOK_THREADS": "1"}),
+    Lever("OMP_WAIT_POLICY=ACTIVE", "lora", env={"OMP_WAIT_POLICY": "ACTIVE"}),
+    Lever("packed 512 x 2 (micro batch 2)", "lora", "micro_batch_size=2"),
+    Lever("packed 1024 x 1", "lora", "sequence_len=1024"),
+    Lever("gradient checkpointing", "lora", "gradient_checkpointing=true"),
+    Lever("torch.compile", "lora", "torch_compile=true"),
+    Lever("logits at every position (tunebook's labelled logits off)", "lora", env={"TUNEBOOK_LABELLED_LOGITS": "0"}),
+    Lever("Axolotl's chunked cross-entropy (labelled logits off)", "lora", "chunked_cross_entropy=true",
+          env={"TUNEBOOK_LABELLED_LOGITS": "0"}),
+    Lever("QLoRA as shipped (Unsloth, padded x 4)", "qlora"),
+    Lever("QLoRA, Unsloth, group_by_length", "qlora", "group_by_length=true"),
+    Lever("QLoRA, Unsloth, micro batch 8", "qlora", "micro_batch_size=8"),
+    Lever("QLoRA through Axolotl (packed 512 x 1)", "qlora", "sample_packing=true micro_batch_size=1 "
+          "pad_to_sequence_len=true", engine="axolotl"),
+]
+
+
+def run(recipes: dict[str, Path], steps: int, out_dir: Path, only: str | None = None, echo=print) -> dict:
+    from tunebook.bench import matmul_peaks
+    from tunebook.machine import detect
+
+    import yaml
+
+    machine = detect()
+    model = yaml.safe_load(recipes["lora"].read_text(encoding="utf-8"))["base_model"]
+    n_params = _model_params(model)
+    echo(f"measuring matmul peaks on {machine.kind} ...")
+    peaks = matmul_peaks(seconds=2.0)
+    results: list[Result] = []
+    common = f"max_steps={steps} save_strategy=no save_steps=null"
+    bindir = str(Path(sys.executable).parent)
+    with tempfile.TemporaryDirectory(prefix="tunebook-bench-levers-") as tmp:
+        for i, lever in enumerate(LEVERS):
+            if only and not re.search(only, lever.name, re.I):
+                continue
+            runs = Path(tmp) / f"lever-{i}"
+            cmd = [sys.executable, "-m", "tunebook", "train", str(recipes[lever.recipe]), "--args",
+                   f"{common} {lever.args}".strip(), "--runs", str(runs)] + (["--engine", lever.engine] if lever.engine else [])
+            env = {**os.environ, **OFFLINE, **lever.env, "PYTHONUNBUFFERED": "1",
+                   "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+            log = out_dir / "logs" / f"lever-{i}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            echo(f"== {lever.name} ...")
+            rc, stamps, rss, _wall = _run(cmd, env, log, neighbour=False)
+            r = Result(lever.name, lever.args or "-", ok=rc == 0 and len(stamps) >= 2, steps=len(stamps),
+                       log=str(log), peak_rss_mib=round(rss, 1), flops_per_token=4 * n_params)
+            if stamps:
+                r.time_to_first_step_s = round(stamps[0], 1)
+            if len(stamps) >= 2:
+                r.steady_s = round(stamps[-1] - stamps[0], 2)
+            record = _latest_record(runs)
+            if record:
+                r.tokens_real = (record.get("tokens") or {}).get("total")
+                r.compute_dtype = (record.get("precision") or {}).get("compute_dtype")
+                eff = (record.get("tokens") or {}).get("packing_efficiency")
+                if eff is not None:
+                    r.notes.append(f"packing efficiency {eff:.2f}")
+            if rc != 0:
+                r.notes.append(f"exit code {rc}; see {log}")
+            results.append(r)
+            derive(results, peaks)
+            echo(f"   {r.tokens_per_s} tok/s, first step {r.time_to_first_step_s} s, peak RSS {r.peak_rss_mib} MiB")
+    versus_shipped(results)
+    report = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine_kind": machine.kind, "machine": asdict(machine),
+              "git_commit": _git_commit(), "steps": steps, "peaks_flops": peaks, "model_params": n_params,
+              "results": [asdict(r) for r in results]}
+    atomic_write_json(out_dir / f"{time.strftime('%Y%m%d-%H%M%S')}.json", report)
+    atomic_write_text(out_dir / "latest.md", table(report))
+    return report
+
+
+def versus_shipped(results: list[Result]) -> None:
+    """Each lever's rate over its recipe's shipped rate (kept in the `vs_plain_axolotl` slot)."""
+    recipe_of = {lv.name: lv.recipe for lv in LEVERS}
+    shipped = {recipe_of[r.name]: r for r in results if r.name in recipe_of and "as shipped" in r.name}
+    for r in results:
+        base = shipped.get(recipe_of.get(r.name, ""))
+        r.vs_plain_axolotl = (round(r.tokens_per_s / base.tokens_per_s, 2)
+                              if base and base.tokens_per_s and r.tokens_per_s else None)
+
+
+def table(report: dict) -> str:
+    peaks = report["peaks_flops"]
+    head = (f"Levers, {report['steps']} steps each, {report['machine_kind']}, commit {report['git_commit']}; "
+            f"matmul peaks bf16 {(peaks.get('bf16') or 0) / 1e9:.0f}, fp32 {(peaks.get('fp32') or 0) / 1e9:.0f} GFLOP/s\n\n"
+            "| lever | tokens/s | vs shipped | % of best peak | first step s | peak RSS MiB | dtype | notes |\n"
+            "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |\n")
+    rows = []
+    for r in report["results"]:
+        # of the machine's best peak (the faster of bf16 and fp32): the smaller fraction
+        best = min((x for x in (r.get("frac_bf16_peak"), r.get("frac_fp32_peak")) if x is not None), default=0)
+        rows.append(f"| {r['name']} | {r['tokens_per_s'] or 'failed'} | {r['vs_plain_axolotl'] or ''} | "
+                    f"{best:.0%} | {r['time_to_first_step_s']} | {r['peak_rss_mib']:.0f} | {r['compute_dtype']} | "
+                    f"{'; '.join(r['notes'])} |")
+    return head + "\n".join(rows) + "\n"
