@@ -27,7 +27,7 @@ def test_each_lever_resolves_and_changes_what_it_names(lever):
     elif lever.args:
         assert {a.split("=")[0] for a in lever.args.split()} <= changed
     else:
-        assert not changed and (lever.env or "as shipped" in lever.name)
+        assert not changed and (lever.env or lever.neighbour or "as shipped" in lever.name)
 
 
 def test_thread_lever_reaches_the_engine_environment(monkeypatch):
@@ -47,6 +47,7 @@ def test_levers_are_set_against_their_own_recipes_shipped_rate():
     rs = [Result(lora, "-", True, tokens_per_s=200.0), Result(batch, "m", True, tokens_per_s=250.0),
           Result(qlora, "-", True, tokens_per_s=100.0), Result(grouped, "g", True, tokens_per_s=120.0),
           Result("failed", "x", False)]
+    assert sum("as shipped" in lv.name for lv in bl.LEVERS) == 2  # one baseline per recipe
     bl.versus_shipped(rs)
     assert [r.vs_plain_axolotl for r in rs] == [1.0, 1.25, 1.0, 1.2, None]
     report = {"steps": 5, "machine_kind": "cpu-2c-test", "git_commit": "abc", "peaks_flops": {"bf16": 4e11, "fp32": 2e11},

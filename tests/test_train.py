@@ -298,3 +298,15 @@ def test_learning_curve_scores_every_checkpoint_as_eval_loads_it(runs, tmp_path,
     text = report.read_text()
     assert (tmp_path / "report" / "learning-curve.png").read_bytes()[:4] == b"\x89PNG"
     assert sum(l.startswith("| smollm2-") and "checkpoint-" in l for l in text.splitlines()) == 6
+
+
+def test_learning_curve_verdict_reads_the_second_half_against_the_stderr():
+    from tunebook.learning_curve import verdict
+
+    def pts(*scores):
+        return [{"tokens": i * 100, "score": s, "stderr": 0.03} for i, s in enumerate(scores)]
+
+    assert verdict(pts(0.27, 0.40, 0.48, 0.49, 0.48)).startswith("flat")
+    assert verdict(pts(0.27, 0.30, 0.35, 0.40, 0.45)).startswith("still rising")
+    assert verdict(pts(0.27, 0.50, 0.50, 0.45, 0.40)).startswith("falling")
+    assert verdict(pts(0.27, 0.40)) == "too few checkpoints to tell"

@@ -27,6 +27,7 @@ class Lever:
     args: str = ""
     env: dict[str, str] = field(default_factory=dict)
     engine: str | None = None
+    neighbour: bool = False  # one busy single-threaded process beside the run
 
 
 LEVERS = [
@@ -34,6 +35,14 @@ LEVERS = [
     Lever("fp32 instead of bf16", "lora", "bf16=false"),
     Lever("1 thread", "lora", env={"TUNEBOOK_THREADS": "1"}),
     Lever("OMP_WAIT_POLICY=ACTIVE", "lora", env={"OMP_WAIT_POLICY": "ACTIVE"}),
+    # libgomp (torch's OpenMP): an explicit GOMP_SPINCOUNT overrides the policy's spin count
+    # (PASSIVE 0, unset 300k, ACTIVE 3e10; ~100k spins a millisecond)
+    Lever("GOMP_SPINCOUNT=10000 (~0.1 ms spin)", "lora", env={"GOMP_SPINCOUNT": "10000"}),
+    Lever("GOMP_SPINCOUNT=100000 (~1 ms spin)", "lora", env={"GOMP_SPINCOUNT": "100000"}),
+    Lever("busy neighbour: OMP_WAIT_POLICY=PASSIVE (shipped)", "lora", neighbour=True),
+    Lever("busy neighbour: OMP_WAIT_POLICY=ACTIVE", "lora", env={"OMP_WAIT_POLICY": "ACTIVE"}, neighbour=True),
+    Lever("busy neighbour: GOMP_SPINCOUNT=10000", "lora", env={"GOMP_SPINCOUNT": "10000"}, neighbour=True),
+    Lever("busy neighbour: GOMP_SPINCOUNT=100000", "lora", env={"GOMP_SPINCOUNT": "100000"}, neighbour=True),
     Lever("packed 512 x 2 (micro batch 2)", "lora", "micro_batch_size=2"),
     Lever("packed 1024 x 1", "lora", "sequence_len=1024"),
     Lever("gradient checkpointing", "lora", "gradient_checkpointing=true"),
@@ -75,7 +84,7 @@ def run(recipes: dict[str, Path], steps: int, out_dir: Path, only: str | None = 
             log = out_dir / "logs" / f"lever-{i}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             echo(f"== {lever.name} ...")
-            rc, stamps, rss, _wall = _run(cmd, env, log, neighbour=False)
+            rc, stamps, rss, _wall = _run(cmd, env, log, neighbour=lever.neighbour)
             r = Result(lever.name, lever.args or "-", ok=rc == 0 and len(stamps) >= 2, steps=len(stamps),
                        log=str(log), peak_rss_mib=round(rss, 1), flops_per_token=4 * n_params)
             if stamps:

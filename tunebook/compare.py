@@ -160,6 +160,7 @@ def build_report(runs: list[RunDir], out_dir: Path) -> Path:
             for p in points:
                 se = f" ± {_fmt(p['stderr'])}" if isinstance(p["stderr"], float) else ""
                 md.append(f"| {name} ({p['source']}) | {p['tokens']:,} | {_fmt(p['score'])}{se} |")
+        md += [""] + [f"- {name}: {learning_curve.verdict(points)}" for name, points in curves.items()]
         fig, ax = plt.subplots(figsize=(7, 3.5))
         for name, points in curves.items():
             ax.errorbar([p["tokens"] for p in points], [p["score"] for p in points],

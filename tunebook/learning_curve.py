@@ -37,6 +37,25 @@ class Point:
     source: str  # "base", "checkpoint-N" or "final"
 
 
+def verdict(points: list[dict]) -> str:
+    """What the curve's second half says, in the words a user acts on.
+
+    The change from the point nearest half the training tokens to the final one, set against
+    the final point's stderr: inside it the curve is flat and more of the same training would
+    not help; above it, it would."""
+    trained = [p for p in points if p["tokens"] > 0]
+    if len(trained) < 2:
+        return "too few checkpoints to tell"
+    final = trained[-1]
+    mid = min(trained[:-1], key=lambda p: abs(p["tokens"] - final["tokens"] / 2))
+    delta, se = final["score"] - mid["score"], final.get("stderr") or 0.0
+    trend = f"{delta * 100:+.1f} points over the second half (stderr {se * 100:.1f})"
+    if abs(delta) <= se:
+        return f"flat: {trend}; more of the same training would not help"
+    return f"{'still rising' if delta > 0 else 'falling'}: {trend}" + (
+        "; more training would help" if delta > 0 else "; stop earlier or lower the learning rate")
+
+
 def checkpoints(run: RunDir) -> list[tuple[int, Path]]:
     """(step, folder) of every checkpoint the trainer saved, in step order."""
     found = []

@@ -57,7 +57,7 @@ HONOURED = {
     "bf16": "from_pretrained(dtype): Unsloth picks bf16 where the hardware has it",
     "fp16": "from_pretrained(dtype=float16)",
     "sample_packing": "SFTConfig(packing) (its CPU backend turns it off)",
-    "group_by_length": "SFTConfig(group_by_length): batches of like lengths, less padding",
+    "group_by_length": "SFTConfig(train_sampling_strategy='group_by_length'): batches of like lengths, less padding",
     "bnb_config_kwargs": "only NF4 + double quantization, which is what Unsloth's 4-bit loading does",
     "val_set_size": "only 0: no evaluation split",
     "use_wandb": "only false: SFTConfig(report_to=[])",
@@ -175,7 +175,8 @@ def sft_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
         "dataset_text_field": "text",
         "max_length": int(cfg.get("sequence_len") or 2048),
         "packing": bool(cfg.get("sample_packing")),
-        "group_by_length": bool(cfg.get("group_by_length")),
+        # transformers 5 folded group_by_length into the sampling strategy (as Axolotl maps it)
+        "train_sampling_strategy": "group_by_length" if cfg.get("group_by_length") else "random",
         "dataloader_num_workers": 0,
     }
     if cfg.get("save_steps"):
