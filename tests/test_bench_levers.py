@@ -54,3 +54,14 @@ def test_levers_are_set_against_their_own_recipes_shipped_rate():
               "results": [{**r.__dict__, "frac_bf16_peak": 0.2, "frac_fp32_peak": 0.4, "peak_rss_mib": 1.0} for r in rs]}
     text = bl.table(report)
     assert "| 20% |" in text and "1.25" in text and "failed" in text
+
+
+def test_a_partial_run_replaces_its_rows_and_keeps_the_others():
+    a, b, c = (lv.name for lv in bl.LEVERS[:3])
+    old = [Result(a, "-", True, tokens_per_s=200.0), Result(b, "x", True, tokens_per_s=100.0),
+           Result("retired lever", "y", True, tokens_per_s=1.0)]
+    new = [Result(c, "z", True, tokens_per_s=300.0), Result(b, "x", True, tokens_per_s=150.0)]
+    rows = bl.merge(new, old)
+    assert [r.name for r in rows] == [a, b, c, "retired lever"]
+    assert [r.tokens_per_s for r in rows] == [200.0, 150.0, 300.0, 1.0]
+    assert [r.vs_plain_axolotl for r in rows[:3]] == [1.0, 0.75, 1.5]

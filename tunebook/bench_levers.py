@@ -103,13 +103,40 @@ def run(recipes: dict[str, Path], steps: int, out_dir: Path, only: str | None = 
             results.append(r)
             derive(results, peaks)
             echo(f"   {r.tokens_per_s} tok/s, first step {r.time_to_first_step_s} s, peak RSS {r.peak_rss_mib} MiB")
-    versus_shipped(results)
+    commit = _git_commit()
+    for r in results:
+        r.notes.append(f"commit {commit}")
     report = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine_kind": machine.kind, "machine": asdict(machine),
-              "git_commit": _git_commit(), "steps": steps, "peaks_flops": peaks, "model_params": n_params,
-              "results": [asdict(r) for r in results]}
+              "git_commit": commit, "steps": steps, "peaks_flops": peaks, "model_params": n_params,
+              "results": [asdict(r) for r in merge(results, _previous(out_dir, machine.kind, steps) if only else [])]}
     atomic_write_json(out_dir / f"{time.strftime('%Y%m%d-%H%M%S')}.json", report)
     atomic_write_text(out_dir / "latest.md", table(report))
     return report
+
+
+def _previous(out_dir: Path, kind: str, steps: int) -> list[Result]:
+    """The rows of the last full or partial report on this machine class with the same steps."""
+    import json
+
+    for f in sorted(out_dir.glob("*.json"), reverse=True):
+        rep = json.loads(f.read_text(encoding="utf-8"))
+        if rep.get("machine_kind") == kind and rep.get("steps") == steps:
+            rows = [Result(**r) for r in rep["results"]]
+            for r in rows:
+                if not any(n.startswith("commit ") for n in r.notes):
+                    r.notes.append(f"commit {rep.get('git_commit')}")
+            return rows
+    return []
+
+
+def merge(new: list[Result], old: list[Result]) -> list[Result]:
+    """An `--only` run's rows replace the same levers' rows of the last report; the table keeps
+    LEVERS' order and each row names the commit it was measured at. Ratios are recomputed."""
+    by_name = {r.name: r for r in old} | {r.name: r for r in new}
+    order = [lv.name for lv in LEVERS]
+    rows = [by_name[n] for n in order if n in by_name] + [r for n, r in by_name.items() if n not in order]
+    versus_shipped(rows)
+    return rows
 
 
 def versus_shipped(results: list[Result]) -> None:
