@@ -30,19 +30,19 @@ class Lever:
     neighbour: bool = False  # one busy single-threaded process beside the run
 
 
+ACTIVE = {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "30000000000"}  # libgomp's own ACTIVE spin count
+PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "0", "TUNEBOOK_ADAPTIVE_THREADS": "0"}
+NO_WATCH = {"TUNEBOOK_ADAPTIVE_THREADS": "0"}
+
 LEVERS = [
-    Lever("LoRA as shipped (packed 512 x 1, bf16 autocast, all cores, passive wait)", "lora"),
+    Lever("LoRA as shipped (packed 512 x 1, bf16 autocast, all cores, 0.1 ms spin, neighbour watcher)", "lora"),
     Lever("fp32 instead of bf16", "lora", "bf16=false"),
     Lever("1 thread", "lora", env={"TUNEBOOK_THREADS": "1"}),
-    Lever("OMP_WAIT_POLICY=ACTIVE", "lora", env={"OMP_WAIT_POLICY": "ACTIVE"}),
     # libgomp (torch's OpenMP): an explicit GOMP_SPINCOUNT overrides the policy's spin count
     # (PASSIVE 0, unset 300k, ACTIVE 3e10; ~100k spins a millisecond)
-    Lever("GOMP_SPINCOUNT=10000 (~0.1 ms spin)", "lora", env={"GOMP_SPINCOUNT": "10000"}),
+    Lever("OMP_WAIT_POLICY=PASSIVE (no spin)", "lora", env=PASSIVE),
+    Lever("OMP_WAIT_POLICY=ACTIVE", "lora", env=ACTIVE),
     Lever("GOMP_SPINCOUNT=100000 (~1 ms spin)", "lora", env={"GOMP_SPINCOUNT": "100000"}),
-    Lever("busy neighbour: OMP_WAIT_POLICY=PASSIVE (shipped)", "lora", neighbour=True),
-    Lever("busy neighbour: OMP_WAIT_POLICY=ACTIVE", "lora", env={"OMP_WAIT_POLICY": "ACTIVE"}, neighbour=True),
-    Lever("busy neighbour: GOMP_SPINCOUNT=10000", "lora", env={"GOMP_SPINCOUNT": "10000"}, neighbour=True),
-    Lever("busy neighbour: GOMP_SPINCOUNT=100000", "lora", env={"GOMP_SPINCOUNT": "100000"}, neighbour=True),
     Lever("packed 512 x 2 (micro batch 2)", "lora", "micro_batch_size=2"),
     Lever("packed 1024 x 1", "lora", "sequence_len=1024"),
     Lever("gradient checkpointing", "lora", "gradient_checkpointing=true"),
@@ -50,6 +50,10 @@ LEVERS = [
     Lever("logits at every position (tunebook's labelled logits off)", "lora", env={"TUNEBOOK_LABELLED_LOGITS": "0"}),
     Lever("Axolotl's chunked cross-entropy (labelled logits off)", "lora", "chunked_cross_entropy=true",
           env={"TUNEBOOK_LABELLED_LOGITS": "0"}),
+    Lever("busy neighbour: as the recipe runs (spin, watcher gives up a thread)", "lora", neighbour=True),
+    Lever("busy neighbour: spin, watcher off", "lora", env=NO_WATCH, neighbour=True),
+    Lever("busy neighbour: OMP_WAIT_POLICY=PASSIVE (no spin), watcher off", "lora", env=PASSIVE, neighbour=True),
+    Lever("busy neighbour: OMP_WAIT_POLICY=ACTIVE, watcher off", "lora", env={**ACTIVE, **NO_WATCH}, neighbour=True),
     Lever("QLoRA as shipped (Unsloth, padded x 4)", "qlora"),
     Lever("QLoRA, Unsloth, group_by_length", "qlora", "group_by_length=true"),
     Lever("QLoRA, Unsloth, micro batch 8", "qlora", "micro_batch_size=8"),
@@ -131,10 +135,10 @@ def _previous(out_dir: Path, kind: str, steps: int) -> list[Result]:
 
 def merge(new: list[Result], old: list[Result]) -> list[Result]:
     """An `--only` run's rows replace the same levers' rows of the last report; the table keeps
-    LEVERS' order and each row names the commit it was measured at. Ratios are recomputed."""
+    LEVERS' order (levers no longer listed drop out) and each row names the commit it was
+    measured at. Ratios are recomputed."""
     by_name = {r.name: r for r in old} | {r.name: r for r in new}
-    order = [lv.name for lv in LEVERS]
-    rows = [by_name[n] for n in order if n in by_name] + [r for n, r in by_name.items() if n not in order]
+    rows = [by_name[lv.name] for lv in LEVERS if lv.name in by_name]  # retired levers drop out
     versus_shipped(rows)
     return rows
 

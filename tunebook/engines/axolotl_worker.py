@@ -51,6 +51,7 @@ def main(config_path: str, metrics_path: str) -> int:
     total = sum(p.numel() for p in model.parameters())
     metrics = {
         "time_to_first_step_s": timing.time_to_first_step(t0),
+        "threads": timing.thread_use(),
         **timing.token_counts(),
         "precision": timing.precision(trainer.args, model),
         "linear4bit_modules": _count_linear4bit(model),

@@ -12,6 +12,8 @@ import time
 
 FIRST_STEP: dict[str, float] = {}
 TOKENS = {"real": 0, "slots": 0}
+STEPS = {"n": 0}
+WATCH: dict = {}
 
 
 def real_tokens(inputs, pad_token_id: int | None = None) -> tuple[int, int]:
@@ -52,6 +54,11 @@ def install() -> None:
     if getattr(original, "_tunebook_timed", False):
         return
     profiler = _StepProfiler(os.environ[PROFILE_ENV]) if os.environ.get(PROFILE_ENV) else None
+    cores = int(os.environ.get("OMP_NUM_THREADS") or 0)
+    if cores >= 2 and os.environ.get("TUNEBOOK_ADAPTIVE_THREADS", "1") != "0":
+        from tunebook.engines.threads import Watcher
+
+        WATCH["watcher"] = Watcher(cores)
 
     def training_step(self, model, inputs, *args, **kwargs):
         tok = getattr(self, "processing_class", None)
@@ -64,10 +71,21 @@ def install() -> None:
         if profiler:
             profiler.after()
         FIRST_STEP.setdefault("at", time.time())
+        STEPS["n"] += 1
+        if "watcher" in WATCH:
+            WATCH["watcher"].step(STEPS["n"])
         return out
 
     training_step._tunebook_timed = True
     transformers.Trainer.training_step = training_step
+
+
+def thread_use() -> dict:
+    """Threads the run started with and every change the neighbour watcher made (`threads`)."""
+    w = WATCH.get("watcher")
+    if w is None:
+        return {"adaptive": False}
+    return {"adaptive": True, "cores": w.policy.cores, "final": w.policy.threads, "changes": w.policy.changes}
 
 
 def time_to_first_step(since: float) -> float | None:

@@ -73,6 +73,7 @@ def main(config_path: str, metrics_path: str) -> int:
     seen = [labels[i % len(labels)] for i in range(rows_seen)]
     metrics = {
         "time_to_first_step_s": timing.time_to_first_step(t0),
+        "threads": timing.thread_use(),
         "log_history": state.log_history,
         "global_step": steps,
         "tokens_total": int(sum(len(x) for x in seen)),
