@@ -25,7 +25,7 @@ def test_cpu_adapts_every_gpu_only_setting_and_records_why():
     cfg, changes = adapt_config(GPU_RECIPE, CPU)
     assert GPU_RECIPE == before, "adapt must not edit the recipe it was given"
     assert all(cfg[k] is False for k in LORA_KERNEL_KEYS)
-    assert cfg["attn_implementation"] == "sdpa"
+    assert cfg["attn_implementation"] == "eager"
     assert cfg["bf16"] is False and cfg["tf32"] is False
     assert cfg["optimizer"] == "adamw_torch"
     assert "deepspeed" not in cfg and "wandb_project" not in cfg and cfg["use_wandb"] is False
@@ -37,7 +37,7 @@ def test_cpu_adapts_every_gpu_only_setting_and_records_why():
 
 
 def test_cpu_leaves_a_cpu_ready_recipe_alone_except_pinning():
-    ready = {"adapter": "lora", **{k: False for k in LORA_KERNEL_KEYS}, "attn_implementation": "sdpa",
+    ready = {"adapter": "lora", **{k: False for k in LORA_KERNEL_KEYS}, "attn_implementation": "eager",
              "bf16": False, "fp16": False, "optimizer": "adamw_torch", "use_wandb": False,
              "dataloader_num_workers": 0, "dataloader_pin_memory": False, "plugins": [CPU_PLUGIN]}
     cfg, changes = adapt_config(ready, CPU)
@@ -100,3 +100,18 @@ def test_engine_env_is_offline_and_uses_every_core():
     assert {c.key for c in changes} >= {"env.HF_HUB_OFFLINE", "env.OMP_NUM_THREADS"}
     env, _ = engine_env(CPU, online=True)
     assert "HF_HUB_OFFLINE" not in env and env["OMP_NUM_THREADS"] == "2"
+
+
+def test_cpu_attention_is_eager_for_axolotl_and_sdpa_for_unsloth():
+    cfg, changes = adapt_config({"adapter": "lora", "attn_implementation": "sdpa"}, CPU)
+    assert cfg["attn_implementation"] == "eager"
+    assert any(c.key == "attn_implementation" and "faster" in c.why for c in changes)
+    cfg, _ = adapt_config({"adapter": "qlora", "load_in_4bit": True, "attn_implementation": "flash_attention_2"},
+                          CPU, engine="unsloth")
+    assert cfg["attn_implementation"] == "sdpa"
+
+
+def test_cpu_attention_can_be_kept_sdpa_to_measure_it(monkeypatch):
+    monkeypatch.setenv("TUNEBOOK_CPU_ATTENTION", "sdpa")
+    cfg, changes = adapt_config({"adapter": "lora", "attn_implementation": "sdpa"}, CPU)
+    assert cfg["attn_implementation"] == "sdpa" and "attn_implementation" not in {c.key for c in changes}

@@ -43,7 +43,7 @@ def test_thread_lever_reaches_the_engine_environment(monkeypatch):
 def test_levers_are_set_against_their_own_recipes_shipped_rate():
     lora, qlora = bl.LEVERS[0].name, next(lv.name for lv in bl.LEVERS if lv.recipe == "qlora" and "as shipped" in lv.name)
     batch = next(lv.name for lv in bl.LEVERS if lv.args == "micro_batch_size=2")
-    grouped = next(lv.name for lv in bl.LEVERS if "group_by_length" in lv.args)
+    grouped = next(lv.name for lv in bl.LEVERS if "group_by_length" in lv.args)  # a QLoRA lever
     rs = [Result(lora, "-", True, tokens_per_s=200.0), Result(batch, "m", True, tokens_per_s=250.0),
           Result(qlora, "-", True, tokens_per_s=100.0), Result(grouped, "g", True, tokens_per_s=120.0),
           Result("failed", "x", False)]

@@ -78,13 +78,23 @@ def _adapt_cpu(cfg: dict, changes: list[Change], engine: str, machine: Machine) 
                 # Left unset, Axolotl auto-enables Triton LoRA kernels that allocate on "cuda".
                 _set(cfg, key, False, "Axolotl's LoRA kernels are Triton/CUDA-only", changes)
     attn = cfg.get("attn_implementation")
+    # Axolotl on CPU: eager, measured 1.2-1.4x faster than sdpa at 512 tokens (sdpa's CPU
+    # flash-attention backward was 20% of a LoRA step, `make profile`); the same math, and
+    # packed rows stay apart (tests/test_cpu_speed_paths.py). Unsloth picks its own.
+    # TUNEBOOK_CPU_ATTENTION=sdpa keeps sdpa (to measure the lever, `make bench-levers`).
+    cpu_attn = os.environ.get("TUNEBOOK_CPU_ATTENTION") or ("eager" if engine == "axolotl" else "sdpa")
+    faster = "eager is 1.2-1.4x faster than sdpa on CPU (make bench-levers)"
     if attn in GPU_ONLY_ATTENTION or any(cfg.get(k) for k in DEPRECATED_ATTENTION_FLAGS):
         for key in DEPRECATED_ATTENTION_FLAGS:
             if key in cfg:
                 _set(cfg, key, _UNSET, "GPU-only attention flag", changes)
-        _set(cfg, "attn_implementation", "sdpa", f"{attn or 'flash/xformers'} needs CUDA; sdpa runs on CPU", changes)
+        _set(cfg, "attn_implementation", cpu_attn, f"{attn or 'flash/xformers'} needs CUDA"
+             + (f"; {faster}" if cpu_attn == "eager" else "; sdpa runs on CPU"), changes)
     elif attn is None:
-        _set(cfg, "attn_implementation", "sdpa", "explicit sdpa so Axolotl picks no CUDA kernel", changes)
+        _set(cfg, "attn_implementation", cpu_attn, f"explicit attention so Axolotl picks no CUDA kernel"
+             + (f"; {faster}" if cpu_attn == "eager" else ""), changes)
+    elif attn != cpu_attn and attn in ("sdpa", "eager") and engine == "axolotl":
+        _set(cfg, "attn_implementation", cpu_attn, faster if cpu_attn == "eager" else "TUNEBOOK_CPU_ATTENTION", changes)
     _adapt_cpu_precision(cfg, changes, engine, machine)
     if cfg.get("tf32"):
         _set(cfg, "tf32", False, "tf32 is a CUDA feature", changes)

@@ -137,7 +137,8 @@ def contenders(recipe: Path, qlora: Path, steps: int, work: Path, data: str, mod
             ("tunebook → axolotl", recipe, common, None, packed, {}),
             ("tunebook → axolotl, padded x4", recipe, padded, None, "padded x 4", {}),
             ("tunebook → unsloth", recipe, padded, "unsloth", "padded x 4", {}),
-            ("tunebook → unsloth QLoRA", qlora, padded, None, "padded x 4", {}),
+            ("tunebook → unsloth QLoRA", qlora, padded, None, "padded x 4" + (
+                ", by length" if yaml.safe_load(qlora.read_text(encoding="utf-8")).get("group_by_length") else ""), {}),
             ("tunebook → axolotl, busy neighbour", recipe, common, None, packed, {"neighbour": True})):
         runs = work / re.sub(r"\W+", "-", name).strip("-")
         cmd = [*tb, str(rec), "--args", args, "--runs", str(runs)] + (["--engine", eng] if eng else [])

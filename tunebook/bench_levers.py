@@ -35,7 +35,8 @@ PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "0", "TUNEBOOK_ADAPTI
 NO_WATCH = {"TUNEBOOK_ADAPTIVE_THREADS": "0"}
 
 LEVERS = [
-    Lever("LoRA as shipped (packed 512 x 1, bf16 autocast, all cores, 0.1 ms spin, neighbour watcher)", "lora"),
+    Lever("LoRA as shipped (packed 512 x 1, bf16 autocast, eager attention, all cores, 0.1 ms spin, "
+          "neighbour watcher)", "lora"),
     Lever("fp32 instead of bf16", "lora", "bf16=false"),
     Lever("1 thread", "lora", env={"TUNEBOOK_THREADS": "1"}),
     # libgomp (torch's OpenMP): an explicit GOMP_SPINCOUNT overrides the policy's spin count
@@ -45,6 +46,8 @@ LEVERS = [
     Lever("GOMP_SPINCOUNT=100000 (~1 ms spin)", "lora", env={"GOMP_SPINCOUNT": "100000"}),
     Lever("packed 512 x 2 (micro batch 2)", "lora", "micro_batch_size=2"),
     Lever("packed 1024 x 1", "lora", "sequence_len=1024"),
+    Lever("sdpa attention instead of eager (its CPU flash backward: 20% of the step, make profile)", "lora",
+          env={"TUNEBOOK_CPU_ATTENTION": "sdpa"}),
     Lever("gradient checkpointing", "lora", "gradient_checkpointing=true"),
     Lever("torch.compile", "lora", "torch_compile=true"),
     Lever("logits at every position (tunebook's labelled logits off)", "lora", env={"TUNEBOOK_LABELLED_LOGITS": "0"}),
@@ -54,8 +57,8 @@ LEVERS = [
     Lever("busy neighbour: spin, watcher off", "lora", env=NO_WATCH, neighbour=True),
     Lever("busy neighbour: OMP_WAIT_POLICY=PASSIVE (no spin), watcher off", "lora", env=PASSIVE, neighbour=True),
     Lever("busy neighbour: OMP_WAIT_POLICY=ACTIVE, watcher off", "lora", env={**ACTIVE, **NO_WATCH}, neighbour=True),
-    Lever("QLoRA as shipped (Unsloth, padded x 4)", "qlora"),
-    Lever("QLoRA, Unsloth, group_by_length", "qlora", "group_by_length=true"),
+    Lever("QLoRA as shipped (Unsloth, padded x 4, grouped by length)", "qlora"),
+    Lever("QLoRA, Unsloth, random order (no group_by_length)", "qlora", "group_by_length=false"),
     Lever("QLoRA, Unsloth, micro batch 8", "qlora", "micro_batch_size=8"),
     Lever("QLoRA through Axolotl (packed 512 x 1)", "qlora", "sample_packing=true micro_batch_size=1 "
           "pad_to_sequence_len=true", engine="axolotl"),
