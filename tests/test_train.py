@@ -310,3 +310,13 @@ def test_learning_curve_verdict_reads_the_second_half_against_the_stderr():
     assert verdict(pts(0.27, 0.30, 0.35, 0.40, 0.45)).startswith("still rising")
     assert verdict(pts(0.27, 0.50, 0.50, 0.45, 0.40)).startswith("falling")
     assert verdict(pts(0.27, 0.40)) == "too few checkpoints to tell"
+
+
+def test_an_engine_override_is_recorded_as_an_override(tiny_llama, memorise_data, tmp_path):
+    from conftest import write_tiny_recipe
+    from tunebook.train import train
+
+    recipe = write_tiny_recipe(Path("recipes/smollm2/qlora.yaml"), tmp_path / "q.yaml", tiny_llama, memorise_data,
+                               max_steps=1)
+    rec = train(recipe, "", engine="axolotl", runs_root=tmp_path / "runs", echo=False).read_record()
+    assert rec["engine"] == "axolotl" and rec["overrides"] == {"recipe.engine": "axolotl"}

@@ -106,6 +106,8 @@ def train(recipe_path: str | Path, args: str | list[str] | None = None, engine: 
     eng = get_engine(meta.engine)
     env, env_changes = engine_env(machine, online=online_requested())
     overrides = parse_overrides(args)
+    if engine:  # recorded as the override it is: compare must not take the run for the recipe as written
+        overrides["recipe.engine"] = engine
 
     run = RunDir.create(meta.name, runs_root)
     placement = {"output_dir": str(run.output)}
