@@ -98,8 +98,9 @@ def test_bench_cli_writes_history_and_exits_nonzero_on_a_planted_regression(tmp_
     assert row[6] > 0 and "nba_mc" in json.loads(row[7]) and "axolotl" in json.loads(row[9])
     assert (db.parent / "plots" / "history.png").is_file()
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["smollm2-lora"]
-    # plant a previous run that was much faster: the next bench must flag a slowdown
-    con.execute("UPDATE results SET tokens_per_s = tokens_per_s * 10")
+    # plant a previous run 1000x faster: the next bench must flag a slowdown however busy
+    # this machine is (a busy machine only makes the second run slower still)
+    con.execute("UPDATE results SET tokens_per_s = tokens_per_s * 1000")
     con.commit()
     assert main(["bench", "--matrix", str(matrix), "--db", str(db), "--runs", str(tmp_path / "runs")]) == 1
     out = capsys.readouterr().out

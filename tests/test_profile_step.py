@@ -25,6 +25,7 @@ def test_ops_fold_into_kinds_that_sum_to_one():
 def test_profile_of_a_real_tiny_run(method, dequant, tiny_llama, memorise_data, tmp_path):
     recipe = write_tiny_recipe(Path(f"recipes/smollm2/{method}.yaml"), tmp_path / "r.yaml", tiny_llama, memorise_data)
     p = profile(recipe, "", first=2, last=3, runs_root=tmp_path / "runs")
-    assert p.steps == 2 and p.wall_s > 0 and p.tokens > 0
-    assert p.kinds["matmul"] > 0 and ("4-bit dequantise" in p.kinds) is dequant
-    assert "where the time goes" in table(p) and p.top[0]["self_cpu_s"] >= p.top[-1]["self_cpu_s"]
+    # what ran, not how fast: op names and shares, never a time threshold (CI machines are busy)
+    assert p.steps == 2 and p.tokens > 0
+    assert "matmul" in p.kinds and ("4-bit dequantise" in p.kinds) is dequant
+    assert abs(sum(p.kinds.values()) - 1) < 1e-6 and "where the time goes" in table(p)
