@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 
-from tunebook.adapt import CPU_PLUGIN, LORA_KERNEL_KEYS, adapt_config, engine_env
+from tunebook.adapt import adapt_config, engine_env
+from tunebook.engines.axolotl import CPU_PLUGIN, LORA_KERNEL_KEYS
 from tunebook.machine import Machine
 
 CPU = Machine(cpu_count=2, ram_gib=24, cpu_model="test cpu", cpu_flags=("avx2",))
@@ -75,8 +76,11 @@ def test_unsloth_never_runs_emulated_bf16():
     assert model_kwargs({"base_model": "m", **adapt_config({"bf16": "auto"}, CPU, engine="unsloth")[0]})["dtype"] == "float32"
 
 
-def test_packing_stays_on_for_axolotl_on_cpu():
+def test_packing_stays_on_for_both_engines_on_cpu():
     cfg, changes = adapt_config({"adapter": "lora", "sample_packing": True}, CPU)
+    assert cfg["sample_packing"] is True and "sample_packing" not in {c.key for c in changes}
+    # Unsloth's CPU backend clears it; its worker restores it (tests/test_unsloth_packing.py)
+    cfg, changes = adapt_config({"adapter": "qlora", "load_in_4bit": True, "sample_packing": True}, CPU, engine="unsloth")
     assert cfg["sample_packing"] is True and "sample_packing" not in {c.key for c in changes}
 
 

@@ -126,3 +126,12 @@ def test_no_bf16_peak_is_measured_where_bf16_is_emulated():
 
     peaks = matmul_peaks(n=64, seconds=0.01, bf16=False)
     assert peaks["bf16"] is None and peaks["fp32"] > 0
+
+
+def test_the_nightly_entry_point_runs_the_slow_suite():
+    """Nothing else runs `-m slow`; left out of the nightly it rotted (it expected a version
+    the recipe had left behind)."""
+    steps = [line.split("#")[0].strip() for line in Path("scripts/nightly.sh").read_text().splitlines()]
+    assert "make test-slow" in steps and steps.index("make test-slow") < next(
+        i for i, s in enumerate(steps) if s.startswith("make bench"))
+    assert "v1 (lora" not in Path("tests/test_slow.py").read_text()

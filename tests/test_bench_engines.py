@@ -49,7 +49,7 @@ def test_busy_neighbour_runs_during_the_contender_and_is_stopped(tmp_path):
 
 
 def test_contenders_run_the_same_steps_with_args_tunebook_accepts(tmp_path):
-    from tunebook.train import resolve
+    from tunebook.resolve import resolve
 
     recipe, qlora = Path("recipes/smollm2/lora.yaml"), Path("recipes/smollm2/qlora.yaml")
     cs = be.contenders(recipe, qlora, 7, tmp_path, "data/nba/train.jsonl", "models/smollm2-135m-instruct")
@@ -66,7 +66,7 @@ def test_contenders_run_the_same_steps_with_args_tunebook_accepts(tmp_path):
         args = c.cmd[c.cmd.index("--args") + 1]
         assert parse_overrides(args)["max_steps"] == 7
         engine = c.cmd[c.cmd.index("--engine") + 1] if "--engine" in c.cmd else None
-        _, config, _, _ = resolve(c.cmd[4], args, engine)
+        config = resolve(c.cmd[4], args, engine).adapted
         assert config["max_steps"] == 7 and config["save_strategy"] == "no"
         if "padded" in c.shapes:
             assert config["micro_batch_size"] == 4 and not config["sample_packing"]

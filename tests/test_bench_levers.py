@@ -16,11 +16,11 @@ RECIPES = {"lora": Path("recipes/smollm2/lora.yaml"), "qlora": Path("recipes/smo
 
 @pytest.mark.parametrize("lever", bl.LEVERS, ids=lambda lv: lv.name[:40])
 def test_each_lever_resolves_and_changes_what_it_names(lever):
-    from tunebook.train import resolve
+    from tunebook.resolve import resolve
 
-    _recipe, base, _c, _m = resolve(RECIPES[lever.recipe], "max_steps=3 save_strategy=no save_steps=null")
-    _recipe, cfg, _c, _m = resolve(RECIPES[lever.recipe], f"max_steps=3 save_strategy=no save_steps=null {lever.args}",
-                                   engine=lever.engine)
+    base = resolve(RECIPES[lever.recipe], "max_steps=3 save_strategy=no save_steps=null").adapted
+    cfg = resolve(RECIPES[lever.recipe], f"max_steps=3 save_strategy=no save_steps=null {lever.args}",
+                  engine=lever.engine).adapted
     changed = {k for k in set(cfg) | set(base) if cfg.get(k) != base.get(k)} - {"recipe"}
     if lever.engine:
         assert cfg["recipe"]["engine"] == lever.engine

@@ -8,7 +8,7 @@ import pytest
 
 from tunebook.lock import discover
 from tunebook.recipe import load_recipe
-from tunebook.validation import validate
+from tunebook.validation import validate_recipe
 
 RECIPES = discover(Path("recipes"))
 
@@ -20,7 +20,7 @@ def test_recipes_exist():
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.as_posix())
 def test_recipe_validates(path):
-    validate(load_recipe(path))  # raises TunebookError listing every problem
+    validate_recipe(load_recipe(path))  # raises TunebookError listing every problem
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.as_posix())
@@ -53,3 +53,32 @@ def test_axolotl_validate_config_accepts_recipes_unchanged():
     for path in RECIPES:
         cfg = validate_config(DictDefault(yaml.safe_load(path.read_text(encoding="utf-8"))))
         assert cfg.base_model and "recipe" not in cfg  # Axolotl ignores the recipe: block
+
+
+@pytest.mark.parametrize("block,key", [
+    ("recipe:\n  name: x\n", "recipe.version"),                       # missing field
+    ("recipe:\n  name: x\n  version: one\n  family: f\n  method: lora\n", "recipe.version"),  # wrong type
+    ("recipe:\n  name: x\n  version: 1\n  family: f\n  method: lora\n  colour: red\n", "recipe.colour"),  # unknown
+    ("base_model: m\n", "recipe"),                                   # no block at all
+])
+def test_broken_recipe_block_is_the_projects_error(tmp_path, block, key):
+    """`Recipe.meta` (read by list, chat, merge, eval, compare) names file, line and key, no traceback."""
+    from tunebook.errors import TunebookError
+
+    path = tmp_path / "r.yaml"
+    path.write_text(block + "adapter: lora\n", encoding="utf-8")
+    with pytest.raises(TunebookError) as exc:
+        load_recipe(path).meta
+    problem = exc.value.problems[0]
+    assert problem.source == str(path) and problem.key == key
+    assert key == "recipe" or problem.line is not None
+
+
+def test_make_list_with_a_broken_recipe_is_one_clean_error(tmp_path):
+    from tunebook.catalog import rows
+    from tunebook.errors import TunebookError
+
+    (tmp_path / "fam").mkdir()
+    (tmp_path / "fam" / "lora.yaml").write_text("recipe:\n  name: x\n  method: lora\n", encoding="utf-8")
+    with pytest.raises(TunebookError, match=r"lora.yaml:1: recipe.version"):
+        rows(tmp_path)

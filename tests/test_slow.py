@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tunebook.recipe import load_recipe
+
 pytestmark = pytest.mark.slow
 
 
@@ -19,7 +21,8 @@ def test_make_train_lora_on_the_real_model(tmp_path):
         capture_output=True, text=True, timeout=1800, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "== smollm2-lora v1 (lora, axolotl) finished ==" in proc.stdout
+    meta = load_recipe("recipes/smollm2/lora.yaml").meta  # the version as shipped, never a copy of it
+    assert f"== smollm2-lora v{meta.version} (lora, axolotl) finished ==" in proc.stdout
     record = json.loads((Path("runs/smollm2-lora/latest") / "run.json").read_text())
     losses = [p["loss"] for p in record["loss_curve"]]
     assert len(losses) == 12

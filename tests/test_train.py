@@ -171,6 +171,27 @@ def test_merge_matches_base_plus_adapter(runs, tiny_llama, method):
     assert not torch.allclose(plain, got, atol=1e-4), "merge produced the base model"
 
 
+def test_chat_eval_and_merge_state_one_policy_for_a_qlora_adapter(runs, tmp_path, monkeypatch):
+    """Chat loaded a QLoRA adapter on the fp32 base while eval used the 4-bit base: two models."""
+    import bitsandbytes as bnb
+
+    import tunebook.evaluate as ev
+    from tunebook.chat import Chat
+    from tunebook.loading import POLICY
+    from tunebook.merge import merge_run
+
+    monkeypatch.setattr(ev, "CACHE", tmp_path / "cache")
+    chat = Chat(runs["qlora"], max_new_tokens=4)
+    record = ev.evaluate_run(runs["qlora"], tasks=["nba_mc"], limit=2)
+    assert chat.description == record["evaluated"] and "(4-bit NF4) + adapter" in chat.description
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in chat.model.modules())
+    assert record["policy"] == POLICY
+    info = merge_run(runs["qlora"])
+    assert info["policy"] == POLICY and "fp32" in info["merged_into"]
+    assert info["logits_max_abs_diff_vs_4bit_model"] > 0  # said, not hidden: merged fp32 != 4-bit model
+    assert Chat(runs["lora"], max_new_tokens=4).description.endswith(f"(fp32) + adapter {runs['lora'].output}".split(" + ")[-1])
+
+
 def test_merge_refuses_a_full_run(runs):
     from tunebook.merge import merge_run
 
@@ -232,7 +253,9 @@ def test_eval_applies_the_adapter_and_writes_eval_json(runs, tmp_path, monkeypat
     run_ppl = record["results"]["nba_ppl"]["word_perplexity,none"]
     base_ppl = record["base"]["results"]["nba_ppl"]["word_perplexity,none"]
     assert run_ppl != pytest.approx(base_ppl, rel=1e-6), "the adapter changed nothing: was it applied?"
-    again = ev.evaluate_base(str(record["base"]["model"]), record["tasks"], 4, None)
+    from tunebook.loading import run_config
+
+    again = ev.evaluate_base(run_config(runs["lora"]), record["tasks"], 4)
     assert again["cached"] and again["results"] == record["base"]["results"]
 
 
@@ -320,3 +343,22 @@ def test_an_engine_override_is_recorded_as_an_override(tiny_llama, memorise_data
                                max_steps=1)
     rec = train(recipe, "", engine="axolotl", runs_root=tmp_path / "runs", echo=False).read_record()
     assert rec["engine"] == "axolotl" and rec["overrides"] == {"recipe.engine": "axolotl"}
+
+
+def test_an_eval_is_reused_only_for_the_same_question(runs, tmp_path, monkeypatch):
+    """`make eval TASKS=nba_mc` then `make compare`: compare must not read the nba_mc-only
+    eval.json as if it held every task (it did: only `limit` was compared)."""
+    import tunebook.evaluate as ev
+
+    monkeypatch.setattr(ev, "CACHE", tmp_path / "cache")
+    run = runs["lora"]
+    ev.ensure_eval(run, ["nba_mc"], 2)
+    wider = ev.ensure_eval(run, ["nba_mc", "control_mc"], 2)
+    assert not wider.get("reused") and set(wider["results"]) == {"nba_mc", "control_mc"}
+    again = ev.ensure_eval(run, ["nba_mc", "control_mc"], 2)
+    assert again["reused"] and again["results"] == wider["results"]
+    assert not ev.ensure_eval(run, ["nba_mc", "control_mc"], 3).get("reused")  # another limit
+    # a task whose data changed is another question, though its name and limit are the same
+    real = ev.task_versions
+    monkeypatch.setattr(ev, "task_versions", lambda tasks, *a: {**real(tasks, *a), "nba_mc": "v9-changed"})
+    assert not ev.ensure_eval(run, ["nba_mc", "control_mc"], 3).get("reused")

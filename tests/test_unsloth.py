@@ -8,7 +8,7 @@ import pytest
 
 from tunebook.engines import unsloth as U
 from tunebook.errors import TunebookError
-from tunebook.train import resolve
+from tunebook.resolve import resolve
 
 QLORA = Path("recipes/smollm2/qlora.yaml")
 
@@ -78,7 +78,7 @@ def test_resolve_names_the_unhonoured_key_from_args():
         resolve(QLORA, "loraplus_lr_ratio=16")
     (p,) = info.value.problems
     assert (p.source, p.key) == ("ARGS", "loraplus_lr_ratio") and "ENGINE=axolotl" in info.value.hint
-    _recipe, cfg, _changes, _m = resolve(QLORA, "loraplus_lr_ratio=16", engine="axolotl")
+    cfg = resolve(QLORA, "loraplus_lr_ratio=16", engine="axolotl").adapted
     assert cfg["recipe"]["engine"] == "axolotl" and cfg["loraplus_lr_ratio"] == 16
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tunebook.errors import TunebookError
-from tunebook.recipe import load_recipe, parse_overrides
+from tunebook.recipe import apply_overrides, load_recipe, parse_overrides
 from tunebook.validation import validate
 
 LORA = Path("recipes/smollm2/lora.yaml")
@@ -27,7 +27,8 @@ def edited(tmp_path: Path, old: str, new: str) -> tuple[Path, int]:
 
 def problems_of(path: Path, args: str = "") -> list:
     with pytest.raises(TunebookError) as info:
-        validate(load_recipe(path), parse_overrides(args))
+        recipe, overrides = load_recipe(path), parse_overrides(args)
+        validate(apply_overrides(recipe.config, overrides), recipe.where(overrides))
     assert info.value.exit_code == 2
     return info.value.problems
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from tunebook.machine import Machine
 
-LORA_KERNEL_KEYS = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel")
 GPU_ONLY_ATTENTION = {"flash_attention_2", "flash_attention_3", "flash_attention", "xformers", "sage", "flex_attention"}
 DEPRECATED_ATTENTION_FLAGS = ("flash_attention", "xformers_attention", "sdp_attention", "flex_attention", "sage_attention", "s2_attention")
 OFFLINE_ENV = {
@@ -27,7 +26,8 @@ OFFLINE_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
 }
 _UNSET = "<unset>"
-CPU_PLUGIN = "tunebook.engines.axolotl_plugin.CPUPlugin"
+UNSET = _UNSET  # an engine's adapt_cpu passes it to remove a key
+EAGER_FASTER = "eager is 1.2-1.4x faster than sdpa on CPU (make bench-levers)"
 
 
 @dataclass(frozen=True)
@@ -72,30 +72,22 @@ def adapt_config(config: dict[str, Any], machine: Machine, engine: str = "axolot
 
 
 def _adapt_cpu(cfg: dict, changes: list[Change], engine: str, machine: Machine) -> None:
-    if engine == "axolotl" and cfg.get("adapter") in ("lora", "qlora"):
-        for key in LORA_KERNEL_KEYS:
-            if cfg.get(key) is not False:
-                # Left unset, Axolotl auto-enables Triton LoRA kernels that allocate on "cuda".
-                _set(cfg, key, False, "Axolotl's LoRA kernels are Triton/CUDA-only", changes)
+    """What every engine needs on a CPU; then the engine's own changes (its `adapt_cpu`)."""
+    from tunebook.engines import cpu_attention, get_engine
+
+    eng = get_engine(engine)
     attn = cfg.get("attn_implementation")
-    # Axolotl on CPU: eager, measured 1.2-1.4x faster than sdpa at 512 tokens (sdpa's CPU
-    # flash-attention backward was 20% of a LoRA step, `make profile`); the same math, and
-    # packed rows stay apart (tests/test_cpu_speed_paths.py). Unsloth picks its own.
-    # TUNEBOOK_CPU_ATTENTION=sdpa keeps sdpa (to measure the lever, `make bench-levers`).
-    cpu_attn = os.environ.get("TUNEBOOK_CPU_ATTENTION") or ("eager" if engine == "axolotl" else "sdpa")
-    faster = "eager is 1.2-1.4x faster than sdpa on CPU (make bench-levers)"
+    cpu_attn = cpu_attention(eng.CPU_ATTENTION)
     if attn in GPU_ONLY_ATTENTION or any(cfg.get(k) for k in DEPRECATED_ATTENTION_FLAGS):
         for key in DEPRECATED_ATTENTION_FLAGS:
             if key in cfg:
                 _set(cfg, key, _UNSET, "GPU-only attention flag", changes)
         _set(cfg, "attn_implementation", cpu_attn, f"{attn or 'flash/xformers'} needs CUDA"
-             + (f"; {faster}" if cpu_attn == "eager" else "; sdpa runs on CPU"), changes)
+             + (f"; {EAGER_FASTER}" if cpu_attn == "eager" else "; sdpa runs on CPU"), changes)
     elif attn is None:
-        _set(cfg, "attn_implementation", cpu_attn, f"explicit attention so Axolotl picks no CUDA kernel"
-             + (f"; {faster}" if cpu_attn == "eager" else ""), changes)
-    elif attn != cpu_attn and attn in ("sdpa", "eager") and engine == "axolotl":
-        _set(cfg, "attn_implementation", cpu_attn, faster if cpu_attn == "eager" else "TUNEBOOK_CPU_ATTENTION", changes)
-    _adapt_cpu_precision(cfg, changes, engine, machine)
+        _set(cfg, "attn_implementation", cpu_attn, "explicit attention so the engine picks no CUDA kernel"
+             + (f"; {EAGER_FASTER}" if cpu_attn == "eager" else ""), changes)
+    _adapt_cpu_precision(cfg, changes, machine)
     if cfg.get("tf32"):
         _set(cfg, "tf32", False, "tf32 is a CUDA feature", changes)
     opt = str(cfg.get("optimizer") or "")
@@ -104,26 +96,11 @@ def _adapt_cpu(cfg: dict, changes: list[Change], engine: str, machine: Machine) 
     for key in ("deepspeed", "fsdp", "fsdp_config", "fsdp_version"):
         if cfg.get(key):
             _set(cfg, key, _UNSET, "DeepSpeed/FSDP need CUDA GPUs", changes)
-    if engine == "unsloth":
-        if cfg.get("sample_packing"):
-            # Its CPU backend (unsloth_zoo/cpu/trainer.py) clears packing and padding_free itself;
-            # saying so here puts the reason in run.json rather than in a line of engine log.
-            _set(cfg, "sample_packing", False, "Unsloth's CPU backend turns packing off (it allows it only "
-                 "with FlashAttention); batches are padded, ENGINE=axolotl packs", changes)
-        return
-    plugins = list(cfg.get("plugins") or [])
-    if CPU_PLUGIN not in plugins:
-        _set(cfg, "plugins", plugins + [CPU_PLUGIN],
-             "tunebook's Axolotl plugin: bf16 autocast on CPU, logits only where labels are trained", changes)
-    if cfg.get("dataloader_num_workers") is None:
-        _set(cfg, "dataloader_num_workers", 0, "worker processes only compete for the same cores", changes)
-    if cfg.get("dataloader_pin_memory") is not False:
-        _set(cfg, "dataloader_pin_memory", False, "pinned memory needs an accelerator", changes)
-    if cfg.get("gpu_memory_limit"):
-        _set(cfg, "gpu_memory_limit", _UNSET, "no GPU", changes)
+    eng.adapt_cpu(cfg, machine, lambda key, value, why: _set(cfg, key, _UNSET if value is UNSET else value,
+                                                            why, changes))
 
 
-def _adapt_cpu_precision(cfg: dict, changes: list[Change], engine: str, machine: Machine) -> None:
+def _adapt_cpu_precision(cfg: dict, changes: list[Change], machine: Machine) -> None:
     """bf16 where the CPU computes it in hardware, fp32 everywhere else; never fp16.
 
     `bf16: auto` means "bf16 where it is fast": on an AMX or AVX512-BF16 CPU that is bf16
@@ -134,9 +111,8 @@ def _adapt_cpu_precision(cfg: dict, changes: list[Change], engine: str, machine:
         _set(cfg, "fp16", False, "fp16 is emulated on CPU (many times slower)", changes)
     wants_bf16 = cfg.get("bf16") in (True, "auto")
     if wants_bf16 and machine.cpu_bf16:
-        if cfg.get("bf16") == "auto" or engine == "unsloth":
-            _set(cfg, "bf16", True, f"this CPU has bf16 matmul in hardware ({machine.matmul_class}): bf16 autocast", changes)
-    elif cfg.get("bf16") not in (None, False) or engine == "unsloth":
+        _set(cfg, "bf16", True, f"this CPU has bf16 matmul in hardware ({machine.matmul_class}): bf16 autocast", changes)
+    elif cfg.get("bf16") not in (None, False):
         why = ("this CPU has no bf16 hardware (no AMX/AVX512-BF16): emulated bf16 is ~80x slower than fp32"
                if wants_bf16 else "fp32 as the recipe asks")
         _set(cfg, "bf16", False, why, changes)

@@ -233,7 +233,7 @@ def plot_history(con: sqlite3.Connection, out_dir: Path) -> list[Path]:
 
 
 def run_bench(matrix_path: str | Path, db: Path = DB, runs_root: Path = Path("runs/bench")) -> tuple[list[dict], list[str]]:
-    from tunebook.evaluate import evaluate_run
+    from tunebook.evaluate import ensure_eval
     from tunebook.train import train
 
     m = Matrix.load(matrix_path)
@@ -243,7 +243,7 @@ def run_bench(matrix_path: str | Path, db: Path = DB, runs_root: Path = Path("ru
     rows, found = [], []
     for recipe in m.recipes:
         run = train(recipe, m.args, runs_root=runs_root)
-        evaluate_run(run, m.eval_tasks, m.eval_limit)
+        ensure_eval(run, m.eval_tasks, m.eval_limit)
         row = row_from_run(run, bench_id, peaks, m.eval_tasks)
         row["id"] = append(con, row)
         prev = previous(con, row)

@@ -57,9 +57,12 @@ LEVERS = [
     Lever("busy neighbour: spin, watcher off", "lora", env=NO_WATCH, neighbour=True),
     Lever("busy neighbour: OMP_WAIT_POLICY=PASSIVE (no spin), watcher off", "lora", env=PASSIVE, neighbour=True),
     Lever("busy neighbour: OMP_WAIT_POLICY=ACTIVE, watcher off", "lora", env={**ACTIVE, **NO_WATCH}, neighbour=True),
-    Lever("QLoRA as shipped (Unsloth, padded x 4, grouped by length)", "qlora"),
+    Lever("QLoRA as shipped (Unsloth, padded x 8, grouped by length)", "qlora"),
     Lever("QLoRA, Unsloth, random order (no group_by_length)", "qlora", "group_by_length=false"),
-    Lever("QLoRA, Unsloth, micro batch 8", "qlora", "micro_batch_size=8"),
+    Lever("QLoRA, Unsloth, micro batch 4 (v6)", "qlora", "micro_batch_size=4"),
+    Lever("QLoRA, Unsloth, micro batch 16", "qlora", "micro_batch_size=16"),
+    Lever("QLoRA, Unsloth packed 512 x 1 (TRL BFD, padding-free)", "qlora", "sample_packing=true micro_batch_size=1"),
+    Lever("QLoRA, Unsloth packed 1024 x 1", "qlora", "sample_packing=true micro_batch_size=1 sequence_len=1024"),
     Lever("QLoRA through Axolotl (packed 512 x 1)", "qlora", "sample_packing=true micro_batch_size=1 "
           "pad_to_sequence_len=true", engine="axolotl"),
 ]

@@ -10,7 +10,7 @@ from tunebook.errors import Problem, TunebookError
 from tunebook.lock import RECIPES_ROOT, discover, update
 from tunebook.memory import estimate, fmt_gib
 from tunebook.recipe import load_recipe
-from tunebook.validation import validate
+from tunebook.validation import validate_recipe
 
 
 def rows(root: Path = RECIPES_ROOT) -> list[dict]:
@@ -83,7 +83,7 @@ def new_recipe(src: Path, dest: Path, root: Path = RECIPES_ROOT) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(provenance + text, encoding="utf-8")
     try:
-        validate(load_recipe(dest))
+        validate_recipe(load_recipe(dest))
     except TunebookError:
         dest.unlink()
         raise

@@ -1,18 +1,17 @@
-"""`make chat`: talk to a trained run with its recipe's chat template."""
+"""`make chat`: talk to a trained run with its recipe's chat template, loaded as eval loads it."""
 
 from __future__ import annotations
 
 import sys
 
-from tunebook.loading import load_model, load_tokenizer
+from tunebook.loading import load_run
 from tunebook.runs import RunDir
 
 
 class Chat:
     def __init__(self, run: RunDir, system: str | None = None, max_new_tokens: int = 128):
-        self.tok = load_tokenizer(run)
-        self.model = load_model(run, merged=True)
-        self.model.eval()
+        loaded = load_run(run)  # loading.POLICY: the model `make eval` scores, not another one
+        self.model, self.tok, self.description = loaded.model, loaded.tokenizer, loaded.description
         self.system = system
         self.max_new_tokens = max_new_tokens
 

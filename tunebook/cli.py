@@ -33,13 +33,13 @@ def _cmd_train(a) -> int:
 def _cmd_validate(a) -> int:
     from tunebook.lock import RECIPES_ROOT, discover
     from tunebook.recipe import load_recipe
-    from tunebook.validation import validate
+    from tunebook.validation import validate_recipe
 
     paths = [Path(p) for p in a.recipes] or discover(RECIPES_ROOT)
     failed = 0
     for path in paths:
         try:
-            validate(load_recipe(path))
+            validate_recipe(load_recipe(path))
             print(f"ok      {path}")
         except TunebookError as exc:
             failed += 1
@@ -52,12 +52,12 @@ def _cmd_validate(a) -> int:
 
 def _cmd_show(a) -> int:
     from tunebook.recipe import dump_yaml
-    from tunebook.train import resolve
+    from tunebook.resolve import resolve
 
-    _recipe, config, changes, machine = resolve(a.recipe, a.args, engine=a.engine, check_inputs=False)
-    print(dump_yaml(config))
-    print(f"# adapted for {machine.kind}:")
-    for c in changes:
+    resolved = resolve(a.recipe, a.args, engine=a.engine, check_inputs=False)
+    print(dump_yaml(resolved.adapted))
+    print(f"# adapted for {resolved.machine.kind}:")
+    for c in resolved.changes:
         print(f"#   {c}")
     return 0
 
@@ -107,7 +107,10 @@ def _cmd_merge(a) -> int:
     info = merge_run(run)
     print(f"merged model: {info['path']} ({info['bytes'] / 2**20:.1f} MiB)\n"
           f"check: merged logits vs base+adapter max |diff| = {info['logits_max_abs_diff']:.2e} "
-          f"(logit scale {info['logits_scale']:.1f})\nbase: {info['base_model']}, {info['merged_into']}")
+          f"(logit scale {info['logits_scale']:.1f})\nbase: {info['base_model']}, {info['merged_into']}"
+          + (f"\nvs the 4-bit model eval and chat use: max |diff| = {info['logits_max_abs_diff_vs_4bit_model']:.2e}"
+             if info["logits_max_abs_diff_vs_4bit_model"] is not None else "")
+          + f"\npolicy: {info['policy']}")
     return 0
 
 
@@ -116,6 +119,9 @@ def _cmd_chat(a) -> int:
 
     run = _run_for(a.recipe, a.run)
     chat = Chat(run, system=a.system or None, max_new_tokens=a.max_new_tokens)
+    from tunebook.loading import POLICY
+
+    print(f"model: {chat.description}\npolicy: {POLICY}", file=sys.stderr)
     if a.prompt:
         print(chat.reply([{"role": "user", "content": a.prompt}]))
     else:
@@ -124,11 +130,11 @@ def _cmd_chat(a) -> int:
 
 
 def _cmd_eval(a) -> int:
-    from tunebook.evaluate import evaluate_run, render
+    from tunebook.evaluate import ensure_eval, render
 
     run = _run_for(a.recipe, a.run)
     tasks = [t for t in a.tasks.split(",") if t] or None
-    print(render(evaluate_run(run, tasks, a.limit)))
+    print(render(ensure_eval(run, tasks, a.limit)))
     return 0
 
 

@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 from tunebook import learning_curve
-from tunebook.evaluate import LOWER_IS_BETTER, MAIN_METRIC, evaluate_run
-from tunebook.recipe import load_recipe
+from tunebook.evaluate import LOWER_IS_BETTER, MAIN_METRIC, ensure_eval
 from tunebook.runs import RunDir, atomic_write_text, dir_size, finished_runs
 
 DEFAULT_RECIPES = ("recipes/smollm2/full.yaml", "recipes/smollm2/lora.yaml", "recipes/smollm2/qlora.yaml")
@@ -21,22 +20,20 @@ DEFAULT_RECIPES = ("recipes/smollm2/full.yaml", "recipes/smollm2/lora.yaml", "re
 def collect(recipes: list[str], limit: int | None, runs_root: Path = Path("runs"), train_missing: bool = True) -> list[RunDir]:
     """The latest finished run of each recipe (trained when missing), each with an eval.json
     and, when the eval has the learning-curve task, a learning_curve.json."""
-    from tunebook.train import train
+    from tunebook.resolve import resolve
+    from tunebook.train import launch
 
     out = []
     for path in recipes:
-        recipe = load_recipe(path)
-        name = recipe.meta.name
+        resolved = resolve(path)  # the recipe as written: no ARGS, no ENGINE
+        name = resolved.meta.name
         # only runs of this very recipe content count: an older version trained something else
         runs = [r for r in finished_runs(name, runs_root)
-                if r.read_record()["recipe"].get("content_hash") == recipe.content_hash() and not r.read_record()["overrides"]]
-        run = runs[-1] if runs else (train(path, runs_root=runs_root) if train_missing else None)
+                if r.read_record()["recipe"].get("content_hash") == resolved.recipe.content_hash() and not r.read_record()["overrides"]]
+        run = runs[-1] if runs else (launch(resolved, runs_root) if train_missing else None)
         if run is None:
             raise FileNotFoundError(f"no finished run of {name}")
-        ev = run.path / "eval.json"
-        if not ev.exists() or json.loads(ev.read_text()).get("limit") != limit:
-            evaluate_run(run, limit=limit)
-        if learning_curve.TASK in json.loads(ev.read_text())["results"]:
+        if learning_curve.TASK in ensure_eval(run, limit=limit)["results"]:
             learning_curve.ensure(run, limit)
         out.append(run)
     return out

@@ -2,8 +2,8 @@
 
 lm-eval resolves `data_files` against the working directory, so the task folder is copied
 to a temp dir with every data path made absolute first: the tasks then work from anywhere.
-The model is built here (fp32 base, adapter via peft, 4-bit NF4 base for QLoRA) and handed
-to lm-eval's HFLM as an object, so what was evaluated is exactly what this code says.
+The model is loaded under `loading.POLICY` (the one chat and merge follow too) and handed to
+lm-eval's HFLM as an object, so what was evaluated is exactly what the record says.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from tunebook.loading import POLICY, chat_template_text, load_base, load_run
 from tunebook.runs import RunDir, atomic_write_json
 
 TASKS_DIR = Path("eval/tasks")
@@ -78,27 +79,6 @@ def model_hash(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def build_model(base: str, adapter: Path | None = None, four_bit: bool = False, chat_template: str | None = None):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
-
-    kwargs = {"dtype": torch.float32}
-    if four_bit:
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float32)
-    model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
-    tok = AutoTokenizer.from_pretrained(adapter if adapter and (adapter / "tokenizer_config.json").exists() else base)
-    if chat_template:
-        tok.chat_template = chat_template
-    if adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter)
-    model.eval()
-    return model, tok
-
-
 def eval_precision() -> str:
     """bf16 autocast where the CPU has bf16 matmuls (2-2.5x fp32's rate), else fp32.
 
@@ -133,48 +113,71 @@ def run_lm_eval(model, tok, tasks: list[str], limit: int | None = None, tasks_di
     return {t: {k: v for k, v in r.items() if k != "alias"} for t, r in out["results"].items()}
 
 
-def evaluate_base(base: str, tasks: list[str], limit: int | None, chat_template: str | None) -> dict:
-    """Base-model scores, cached by model hash + task versions + limit."""
+def eval_key(models: list[Path], tasks: list[str], limit: int | None, chat_template: str | None,
+             versions: dict[str, str] | None = None) -> str:
+    """What a score depends on: the weights, the tasks and their data, the limit, the template,
+    the precision. One key for the base cache and for a run's eval.json, so neither is reused
+    for a question it did not answer."""
+    versions = versions or task_versions(tasks)
+    return hashlib.sha256(json.dumps([[model_hash(Path(m)) for m in models], versions, limit, chat_template, eval_precision()],
+                                     sort_keys=True).encode()).hexdigest()[:16]
+
+
+def evaluate_base(cfg: dict, tasks: list[str], limit: int | None) -> dict:
+    """Scores of a config's base model (with its chat template), cached under eval_key."""
+    base = str(cfg["base_model"])
     versions = task_versions(tasks)
-    key = hashlib.sha256(json.dumps([model_hash(Path(base)), versions, limit, chat_template, eval_precision()], sort_keys=True)
-                         .encode()).hexdigest()[:16]
-    cached = CACHE / f"{key}.json"
+    cached = CACHE / f"{eval_key([Path(base)], tasks, limit, chat_template_text(cfg), versions)}.json"
     if cached.exists():
         return {**json.loads(cached.read_text()), "cached": True}
-    model, tok = build_model(base, chat_template=chat_template)
-    result = {"model": base, "results": run_lm_eval(model, tok, tasks, limit), "task_versions": versions}
+    loaded = load_base(cfg)
+    result = {"model": base, "results": run_lm_eval(loaded.model, loaded.tokenizer, tasks, limit),
+              "task_versions": versions}
     atomic_write_json(cached, result)
     return {**result, "cached": False}
 
 
-def chat_template_text(cfg: dict) -> str | None:
-    """The chat template a run trained with, as text, when it is not the tokenizer's own."""
-    from tunebook.engines.unsloth import axolotl_template
+def _weights(run: RunDir, cfg: dict) -> list[Path]:
+    """The folders whose weights a run's scores depend on: an adapter's base too."""
+    adapter = (run.output / "adapter_config.json").exists()
+    return [run.output, Path(cfg["base_model"])] if adapter else [run.output]
 
-    template = cfg.get("chat_template")
-    return axolotl_template(template) if template and template != "tokenizer_default" else None
+
+def _run_tasks(cfg: dict, tasks: list[str] | None) -> list[str]:
+    return list(tasks or (cfg.get("recipe") or {}).get("eval_tasks") or DEFAULT_TASKS)
+
+
+def ensure_eval(run: RunDir, tasks: list[str] | None = None, limit: int | None = None) -> dict:
+    """The run's eval.json when it answers exactly this question (eval_key), else a new eval.
+
+    `make eval`, `make compare` and `make bench` all come through here: an eval made for
+    other tasks, task versions, limit or weights is never read as if it were this one."""
+    from tunebook.loading import run_config
+
+    cfg = run_config(run)
+    tasks = _run_tasks(cfg, tasks)
+    path = run.path / "eval.json"
+    if path.exists():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("key") == eval_key(_weights(run, cfg), tasks, limit, chat_template_text(cfg)):
+            return {**saved, "reused": True}
+    return evaluate_run(run, tasks, limit)
 
 
 def evaluate_run(run: RunDir, tasks: list[str] | None = None, limit: int | None = None) -> dict:
     from tunebook.loading import run_config
 
     cfg = run_config(run)
-    tasks = list(tasks or (cfg.get("recipe") or {}).get("eval_tasks") or DEFAULT_TASKS)
+    tasks = _run_tasks(cfg, tasks)
     template_text = chat_template_text(cfg)
-    adapter = run.output if (run.output / "adapter_config.json").exists() else None
-    four_bit = bool(cfg.get("load_in_4bit")) and adapter is not None
     t0 = time.time()
-    if adapter is not None:
-        model, tok = build_model(cfg["base_model"], adapter, four_bit=four_bit, chat_template=template_text)
-        evaluated = f"{cfg['base_model']} ({'4-bit NF4' if four_bit else 'fp32'}) + adapter {adapter}"
-    else:
-        model, tok = build_model(str(run.output), chat_template=template_text)
-        evaluated = f"full model {run.output} (fp32)"
-    results = run_lm_eval(model, tok, tasks, limit)
-    base = evaluate_base(cfg["base_model"], tasks, limit, template_text)
+    loaded = load_run(run)
+    results = run_lm_eval(loaded.model, loaded.tokenizer, tasks, limit)
+    base = evaluate_base(cfg, tasks, limit)
     record = {
-        "run": str(run.path), "recipe": run.read_record()["recipe"], "evaluated": evaluated, "tasks": tasks,
-        "limit": limit, "precision": eval_precision(), "task_versions": task_versions(tasks), "results": results,
+        "run": str(run.path), "recipe": run.read_record()["recipe"], "evaluated": loaded.description, "policy": POLICY, "tasks": tasks,
+        "limit": limit, "precision": eval_precision(), "task_versions": task_versions(tasks),
+        "key": eval_key(_weights(run, cfg), tasks, limit, template_text), "results": results,
         "base": {"model": cfg["base_model"], "results": base["results"], "cached": base["cached"]},
         "seconds": round(time.time() - t0, 1),
     }
@@ -188,7 +191,7 @@ LOWER_IS_BETTER = {"nba_ppl"}  # perplexity: the report's charts and the bench's
 
 
 def render(record: dict) -> str:
-    lines = [f"== eval of {record['run']}", f"model  {record['evaluated']}",
+    lines = [f"== eval of {record['run']}", f"model  {record['evaluated']}", f"policy {POLICY}",
              f"{'task':<12}{'metric':<18}{'run':>10}{'base':>10}{'delta':>10}"]
     for task, res in record["results"].items():
         for metric, value in res.items():
@@ -197,5 +200,9 @@ def render(record: dict) -> str:
             base = record["base"]["results"].get(task, {}).get(metric)
             delta = f"{value - base:+.3f}" if isinstance(base, (int, float)) else ""
             lines.append(f"{task:<12}{metric.split(',')[0]:<18}{value:>10.3f}{(base if base is not None else float('nan')):>10.3f}{delta:>10}")
-    lines.append(f"written to {record['run']}/eval.json ({record['seconds']} s; base {'from cache' if record['base']['cached'] else 'evaluated'})")
+    if record.get("reused"):
+        lines.append(f"reused {record['run']}/eval.json: made for these tasks, task versions, limit and weights")
+    else:
+        lines.append(f"written to {record['run']}/eval.json ({record['seconds']} s; base "
+                     f"{'from cache' if record['base']['cached'] else 'evaluated'})")
     return "\n".join(lines)

@@ -73,27 +73,22 @@ def _tokens_at(record: dict, step: int) -> int:
 
 
 def _score(run: RunDir, folder: Path, limit: int | None) -> dict:
-    from tunebook.evaluate import build_model, chat_template_text, run_lm_eval
-    from tunebook.loading import run_config
+    from tunebook.evaluate import run_lm_eval
+    from tunebook.loading import load, run_config
 
-    cfg = run_config(run)
-    text = chat_template_text(cfg)
-    if (folder / "adapter_config.json").exists():
-        model, tok = build_model(cfg["base_model"], folder, four_bit=bool(cfg.get("load_in_4bit")), chat_template=text)
-    else:
-        model, tok = build_model(str(folder), chat_template=text)
-    return run_lm_eval(model, tok, [TASK], limit)[TASK]
+    loaded = load(run_config(run), folder)
+    return run_lm_eval(loaded.model, loaded.tokenizer, [TASK], limit)[TASK]
 
 
 def compute(run: RunDir, limit: int | None) -> list[Point]:
     """Score the base, every checkpoint and the final model on the curve's documents."""
-    from tunebook.evaluate import chat_template_text, evaluate_base
+    from tunebook.evaluate import evaluate_base
     from tunebook.loading import run_config
 
     record, cfg = run.read_record(), run_config(run)
     n = curve_limit(limit)
     stderr = METRIC.replace(",", "_stderr,")
-    base = evaluate_base(cfg["base_model"], [TASK], n, chat_template_text(cfg))["results"][TASK]
+    base = evaluate_base(cfg, [TASK], n)["results"][TASK]
     points = [Point(0, 0, base[METRIC], base.get(stderr), "base")]
     final_step = record.get("steps") or 0
     for step, folder in [*[c for c in checkpoints(run) if c[0] < final_step], (final_step, run.output)]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunebook.errors import Problem, TunebookError
 
@@ -50,6 +50,10 @@ class Recipe:
 
     @property
     def meta(self) -> RecipeMeta:
+        """The `recipe:` block; a broken one is the project's error naming file, line and key."""
+        problems = meta_problems(self.config, self.where())
+        if problems:
+            raise TunebookError(problems, hint="the `recipe:` block needs name, version, family, method")
         return RecipeMeta(**self.config["recipe"])
 
     @property
@@ -66,6 +70,47 @@ class Recipe:
 
     def content_hash(self) -> str:
         return content_hash(self.config)
+
+    def where(self, overrides: dict[str, Any] | None = None):
+        """`where(dotted_key) -> (source, line)`: ARGS for an overridden key, else file and line."""
+        overrides = overrides or {}
+
+        def where(dotted: str) -> tuple[str, int | None]:
+            for key in overrides:
+                if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + ".") and dotted:
+                    return "ARGS", None
+            return str(self.path), self.line_of(dotted)
+
+        return where
+
+
+def meta_problems(config: dict[str, Any], where, extra_ok: bool = False) -> list[Problem]:
+    """What is wrong with a config's `recipe:` block, each at its key. `where(key) -> (source,
+    line)`; with extra_ok, unknown keys are left to the caller (validation suggests a fix)."""
+    meta = config.get("recipe")
+    if not isinstance(meta, dict):
+        return [_at(where, "recipe", "missing `recipe:` block (name, version, family, method, engine)")]
+    try:
+        RecipeMeta(**meta)
+    except ValidationError as exc:
+        out = []
+        for err in exc.errors():
+            if err["type"] == "extra_forbidden" and extra_ok:
+                continue
+            dotted = "recipe." + ".".join(str(p) for p in err["loc"])
+            msg = "unknown key" if err["type"] == "extra_forbidden" else clean_message(err["msg"])
+            out.append(_at(where, dotted, msg))
+        return out
+    return []
+
+
+def _at(where, dotted: str, message: str) -> Problem:
+    source, line = where(dotted)
+    return Problem(source, dotted, message, line)
+
+
+def clean_message(msg: str) -> str:
+    return re.sub(r"^(Value error|Assertion failed), ", "", msg).strip()
 
 
 def content_hash(config: dict[str, Any]) -> str:

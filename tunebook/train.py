@@ -2,92 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from tunebook import __version__
-from tunebook.adapt import Change, adapt_config, engine_env
+from tunebook.adapt import engine_env
 from tunebook.engines import get_engine
-from tunebook.errors import Problem, TunebookError
-from tunebook.machine import Machine, detect
-from tunebook.recipe import RecipeMeta, apply_overrides, content_hash, dump_yaml, load_recipe, parse_overrides
+from tunebook.errors import TunebookError
+from tunebook.machine import Machine
+from tunebook.recipe import content_hash, dump_yaml
+from tunebook.resolve import Resolved, online_requested, resolve
 from tunebook.runs import RUNS_ROOT, RunDir, dir_size, git_commit, package_versions
-from tunebook.validation import make_where, validate
-
-
-def online_requested() -> bool:
-    """Runs are offline unless TUNEBOOK_ONLINE=1: nothing may download at run time by accident."""
-    return os.environ.get("TUNEBOOK_ONLINE") == "1"
-
-
-def cpu_capabilities(machine: Machine) -> tuple[dict, dict]:
-    """What Axolotl's capability-aware validators should assume on this machine."""
-    import torch
-    from axolotl.cli.config import gpu_capabilities
-
-    if machine.has_cuda:
-        return gpu_capabilities()
-    caps = {"bf16": machine.cpu_bf16, "fp8": False, "tf32": False, "n_gpu": 1, "compute_capability": None}
-    return caps, {"torch_version": torch.__version__.split("+")[0]}
-
-
-def _in_hf_cache(repo_id: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
-
-
-def preflight(recipe, config: dict, overrides: dict, online: bool = False) -> None:
-    """Catch missing local inputs before an engine spends a minute starting up."""
-    where = make_where(recipe, overrides)
-    problems = []
-    base = str(config.get("base_model") or "")
-    if base and not Path(base).exists():
-        looks_local = base.startswith((".", "/", "models/")) or base.count("/") != 1
-        if looks_local or not (online or _in_hf_cache(base)):
-            src, line = where("base_model")
-            why = "no such folder" if looks_local else "is a hub id not in the local HF cache, and hubs are offline"
-            problems.append(Problem(src, "base_model", f"'{base}' {why}; run `make setup` for the embedded "
-                                    "model, or point base_model at a local HF folder", line))
-    for list_key in ("datasets", "test_datasets"):
-        for i, ds in enumerate(config.get(list_key) or []):
-            path = str(ds.get("path", "")) if isinstance(ds, dict) else ""
-            is_file = ds.get("ds_type") in ("json", "csv", "parquet", "text") or path.endswith(
-                (".jsonl", ".json", ".csv", ".parquet"))
-            if path and is_file and not Path(path).exists():
-                src, line = where(f"{list_key}.{i}.path")
-                problems.append(Problem(src, f"{list_key}.{i}.path", f"no such data file '{path}'", line))
-    if problems:
-        raise TunebookError(problems)
-
-
-def resolve(recipe_path: str | Path, args: str | list[str] | None = None, engine: str | None = None,
-            machine: Machine | None = None, check_inputs: bool = True) -> tuple[Any, dict, list[Change], Machine]:
-    """The config a run would launch: recipe + ARGS, validated, then adapted to the machine."""
-    recipe = load_recipe(recipe_path)
-    overrides = parse_overrides(args)
-    if engine:
-        overrides["recipe.engine"] = engine
-    validate(recipe, overrides)
-    config = apply_overrides(recipe.config, overrides)
-    if check_inputs:
-        preflight(recipe, config, overrides, online=online_requested())
-    machine = machine or detect()
-    engine_name = config["recipe"].get("engine", "axolotl")
-    adapted, changes = adapt_config(config, machine, engine=engine_name)
-    caps, env_caps = cpu_capabilities(machine)
-    validate(recipe, overrides, capabilities=caps, env_capabilities=env_caps, config=adapted)
-    where = make_where(recipe, overrides)
-    unhonoured = []
-    for p in get_engine(engine_name).check(adapted):
-        source, line = where(p.key)
-        unhonoured.append(Problem(source, p.key, p.message, line))
-    if unhonoured:
-        raise TunebookError(unhonoured, hint=f"engine '{engine_name}' is set in recipe.engine (override: ENGINE=axolotl)")
-    return recipe, adapted, changes, machine
 
 
 def _loss_curve(log_history: list[dict]) -> list[dict]:
@@ -101,13 +28,16 @@ def _loss_curve(log_history: list[dict]) -> list[dict]:
 def train(recipe_path: str | Path, args: str | list[str] | None = None, engine: str | None = None,
           runs_root: Path = RUNS_ROOT, echo: bool = True, machine: Machine | None = None) -> RunDir:
     """`machine` stands in for this one in tests (e.g. a CPU with bf16 hardware)."""
-    recipe, config, changes, machine = resolve(recipe_path, args, engine, machine=machine)
-    meta = RecipeMeta(**config["recipe"])
+    return launch(resolve(recipe_path, args, engine, machine=machine), runs_root, echo)
+
+
+def launch(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) -> RunDir:
+    """Run the engine on a resolved config and record what ran."""
+    recipe, config, changes, machine = resolved.recipe, dict(resolved.adapted), resolved.changes, resolved.machine
+    meta = resolved.meta
     eng = get_engine(meta.engine)
     env, env_changes = engine_env(machine, online=online_requested())
-    overrides = parse_overrides(args)
-    if engine:  # recorded as the override it is: compare must not take the run for the recipe as written
-        overrides["recipe.engine"] = engine
+    overrides = resolved.overrides
 
     run = RunDir.create(meta.name, runs_root)
     placement = {"output_dir": str(run.output)}

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from tunebook.errors import Problem, TunebookError
-from tunebook.recipe import Recipe, RecipeMeta
+from tunebook.recipe import Recipe, RecipeMeta, clean_message, meta_problems
 
 
 @lru_cache(maxsize=None)
@@ -99,28 +99,7 @@ def unknown_key_problems(config: dict[str, Any], where) -> list[Problem]:
 
 
 def _meta_problems(config: dict[str, Any], where) -> list[Problem]:
-    meta = config.get("recipe")
-    if not isinstance(meta, dict):
-        src, line = where("recipe")
-        return [
-            Problem(src, "recipe", "missing `recipe:` block (name, version, family, method, engine)", line)
-        ]
-    try:
-        RecipeMeta(**meta)
-    except ValidationError as exc:
-        out = []
-        for err in exc.errors():
-            if err["type"] == "extra_forbidden":
-                continue  # reported by unknown_key_problems with a suggestion
-            dotted = "recipe." + ".".join(str(p) for p in err["loc"])
-            src, line = where(dotted)
-            out.append(Problem(src, dotted, _clean(err["msg"]), line))
-        return out
-    return []
-
-
-def _clean(msg: str) -> str:
-    return re.sub(r"^(Value error|Assertion failed), ", "", msg).strip()
+    return meta_problems(config, where, extra_ok=True)  # unknown keys: unknown_key_problems suggests
 
 
 def _key_in_message(msg: str, config: dict[str, Any]) -> str:
@@ -147,7 +126,7 @@ def schema_problems(config: dict[str, Any], where, capabilities=None, env_capabi
             loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
             dotted = ".".join(loc) if loc else _key_in_message(err["msg"], engine_cfg)
             src, line = where(dotted) if dotted else where("")
-            out.append(Problem(src, dotted, _clean(err["msg"]), line))
+            out.append(Problem(src, dotted, clean_message(err["msg"]), line))
         return out
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         # Some Axolotl checks raise plain exceptions before pydantic gets to them.
@@ -158,31 +137,19 @@ def schema_problems(config: dict[str, Any], where, capabilities=None, env_capabi
     return []
 
 
-def make_where(recipe: Recipe, overrides: dict[str, Any]):
-    def where(dotted: str) -> tuple[str, int | None]:
-        for key in overrides:
-            if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + ".") and dotted:
-                return "ARGS", None
-        return str(recipe.path), recipe.line_of(dotted)
+def validate(config: dict[str, Any], where, *, capabilities=None, env_capabilities=None) -> None:
+    """Raise TunebookError listing every problem of `config`; return quietly when it is sound.
 
-    return where
-
-
-def validate(recipe: Recipe, overrides: dict[str, Any] | None = None, *, capabilities=None,
-             env_capabilities=None, config: dict[str, Any] | None = None) -> None:
-    """Raise TunebookError listing every problem; return quietly when the recipe is sound.
-
-    `config` is the merged (and possibly machine-adapted) config to check; it defaults to
-    the recipe with `overrides` applied.
+    `where(dotted_key) -> (source, line)` points each problem at the recipe line or at ARGS
+    (`Recipe.where`). Overrides are applied before, by `resolve`, never here.
     """
-    from tunebook.recipe import apply_overrides
-
-    overrides = overrides or {}
-    if config is None:
-        config = apply_overrides(recipe.config, overrides)
-    where = make_where(recipe, overrides)
     problems = unknown_key_problems(config, where) + _meta_problems(config, where)
     if not problems:
         problems = schema_problems(config, where, capabilities, env_capabilities)
     if problems:
         raise TunebookError(problems, hint="fix the keys above; `make show RECIPE=...` prints the resolved config")
+
+
+def validate_recipe(recipe: Recipe) -> None:
+    """The recipe file as written (`make validate`, `make new`)."""
+    validate(recipe.config, recipe.where())

@@ -16,15 +16,11 @@ def tokenizer_for(source: str):
 
     if Path(source).is_dir():
         return AutoTokenizer.from_pretrained(source)
-    from tunebook.engines.unsloth import axolotl_template
+    from tunebook.loading import tokenizer
     from tunebook.recipe import load_recipe
 
     cfg = load_recipe(source).engine_config
-    tok = AutoTokenizer.from_pretrained(cfg["base_model"], trust_remote_code=bool(cfg.get("trust_remote_code")))
-    name = cfg.get("chat_template")
-    if name and name != "tokenizer_default":
-        tok.chat_template = axolotl_template(str(name))
-    return tok
+    return tokenizer(cfg["base_model"], cfg)
 
 
 def _fail(exc: Exception, where: str) -> TunebookError:

@@ -8,17 +8,29 @@ never silently means less under Unsloth than under Axolotl.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any
 
+from tunebook.engines import Setter, schema_capabilities
 from tunebook.engines.process import run_worker
+from tunebook.machine import Machine
+from tunebook.loading import axolotl_template
 from tunebook.errors import Problem
 from tunebook.runs import RunDir
 
 NAME = "unsloth"
 WORKER = "tunebook.engines.unsloth_worker"
+CPU_ATTENTION = "sdpa"  # Unsloth's CPU backend patches its own attention path
+capabilities = schema_capabilities
+
+
+def adapt_cpu(cfg: dict[str, Any], machine: Machine, set_: Setter) -> None:
+    """Unsloth picks bf16 by itself when the recipe leaves it unset, emulated on an AVX2 CPU
+    (~80x slower): say fp32 explicitly. Packing stays: its CPU backend clears it and the
+    worker puts it back (restore_packing)."""
+    if cfg.get("bf16") is None:
+        set_("bf16", False, "fp32 as the recipe asks (left unset, Unsloth would pick bf16 itself)")
 
 # Recipe key -> where it lands in Unsloth / TRL.
 HONOURED = {
@@ -56,7 +68,7 @@ HONOURED = {
     "output_dir": "SFTConfig(output_dir), save_pretrained",
     "bf16": "from_pretrained(dtype): Unsloth picks bf16 where the hardware has it",
     "fp16": "from_pretrained(dtype=float16)",
-    "sample_packing": "SFTConfig(packing) (its CPU backend turns it off)",
+    "sample_packing": "SFTConfig(packing, BFD, padding-free; restored after its CPU backend clears it)",
     "group_by_length": "SFTConfig(train_sampling_strategy='group_by_length'): batches of like lengths, less padding",
     "bnb_config_kwargs": "only NF4 + double quantization, which is what Unsloth's 4-bit loading does",
     "val_set_size": "only 0: no evaluation split",
@@ -70,15 +82,6 @@ AXOLOTL_ONLY_OK = {
 }
 DATASET_KEYS_OK = {"path", "ds_type", "type", "field_messages", "roles_to_train", "train_on_eos"}
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def axolotl_template(name: str) -> str | None:
-    """Axolotl's jinja template text for a `chat_template:` name, read without importing Axolotl."""
-    spec = importlib.util.find_spec("axolotl")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "utils" / "chat_templates" / "templates" / f"{name}.jinja"
-    return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
 def check(config: dict[str, Any]) -> list[Problem]:
@@ -175,6 +178,7 @@ def sft_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
         "dataset_text_field": "text",
         "max_length": int(cfg.get("sequence_len") or 2048),
         "packing": bool(cfg.get("sample_packing")),
+        "packing_strategy": "bfd",  # padding-free rows, position ids restart per row
         # transformers 5 folded group_by_length into the sampling strategy (as Axolotl maps it)
         "train_sampling_strategy": "group_by_length" if cfg.get("group_by_length") else "random",
         "dataloader_num_workers": 0,
@@ -182,6 +186,24 @@ def sft_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg.get("save_steps"):
         out["save_steps"] = cfg["save_steps"]
     return out
+
+
+def restore_packing(args, cfg: dict[str, Any]) -> bool:
+    """Put back the packing Unsloth's CPU backend clears from an SFTConfig; True if it did.
+
+    Its CPU backend (unsloth_zoo/cpu/trainer.py) turns packing off on the grounds that SDPA
+    would attend across packed rows. With TRL's BFD packing the rows travel padding-free with
+    position ids restarting at each row and no attention mask, and transformers builds a
+    block-diagonal mask from those ids: a packed row's per-token loss equals the row alone
+    (tests/test_unsloth_packing.py). Unsloth's own response masking keeps TRL's padding-free
+    collator. So the recipe's `sample_packing` is honoured rather than silently dropped.
+    """
+    if not cfg.get("sample_packing") or args.packing:
+        return False
+    args.packing = True
+    args.packing_strategy = "bfd"
+    args.padding_free = True
+    return True
 
 
 def template_parts(tokenizer) -> tuple[str, str]:

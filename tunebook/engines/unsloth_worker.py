@@ -33,14 +33,17 @@ def main(config_path: str, metrics_path: str) -> int:
     from datasets import load_dataset
     from trl import SFTConfig, SFTTrainer
 
-    from tunebook.engines.unsloth import axolotl_template, model_kwargs, peft_kwargs, sft_kwargs, template_parts
+    from tunebook.engines.unsloth import (
+        model_kwargs, peft_kwargs, restore_packing, sft_kwargs, template_parts,
+    )
+    from tunebook.loading import chat_template_text
 
     mk = model_kwargs(cfg)
     mk["dtype"] = getattr(torch, mk["dtype"]) if mk["dtype"] else None
     model, tokenizer = FastLanguageModel.from_pretrained(**mk)
-    template = cfg.get("chat_template")
-    if template and template != "tokenizer_default":
-        tokenizer.chat_template = axolotl_template(template)
+    template = chat_template_text(cfg)  # the recipe's template, as eval and chat will use it
+    if template:
+        tokenizer.chat_template = template
     pk = peft_kwargs(cfg)
     if pk:
         model = FastLanguageModel.get_peft_model(model, **pk)
@@ -53,6 +56,7 @@ def main(config_path: str, metrics_path: str) -> int:
         remove_columns=dataset.column_names,
     )
     args = SFTConfig(**sft_kwargs(cfg))
+    restored = restore_packing(args, cfg)
     trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=dataset, args=args)
     instruction, response = template_parts(tokenizer)
     trainer = train_on_responses_only(trainer, instruction_part=instruction, response_part=response)
@@ -80,6 +84,8 @@ def main(config_path: str, metrics_path: str) -> int:
         "tokens_trainable": int(sum(sum(1 for t in x if t != -100) for x in seen)),
         "tokens_note": "counted over the rows the steps consumed (no padding)",
         "masking": {"instruction_part": instruction, "response_part": response},
+        "packing": {"packed": bool(args.packing), "strategy": args.packing_strategy if args.packing else None,
+                    "restored_after_unsloth_cpu": restored},
         **timing.token_counts(),
         "precision": timing.precision(args, model),
         "linear4bit_modules": sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()),
