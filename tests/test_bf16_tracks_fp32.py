@@ -18,6 +18,8 @@ plugin upcasts what Axolotl loaded in bf16), or small Adam updates vanish in rou
 
 from __future__ import annotations
 
+import json
+
 import dataclasses
 
 import pytest
@@ -41,7 +43,7 @@ def curves(request, tmp_path_factory, tiny_llama, memorise_data):
         recipe = write_tiny_recipe(f"recipes/smollm2/{method}.yaml", work / "recipe.yaml", tiny_llama, memorise_data,
                                    max_steps=STEPS, micro_batch_size=8, bf16=bf16, **METHODS[method])
         run = train(recipe, runs_root=work / "runs", echo=False, machine=bf16_cpu)
-        out[name] = run.read_record()
+        out[name] = json.loads(run.record_path.read_text())
     return out
 
 

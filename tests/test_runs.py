@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import json
 
+from pathlib import Path
+
+import pytest
+
+from tunebook.records import SCHEMA_VERSION, EvalRecord, RunRecord, load
 from tunebook.runs import MARKER, RunDir, atomic_write_json, finished_runs
+
+OLD = Path("tests/data/records")  # written by tunebook before records had a schema_version
+
+
+def _record(**kw) -> RunRecord:
+    return RunRecord.model_validate({"schema_version": SCHEMA_VERSION, "status": "running", "run_id": "r",
+                                     "run_dir": "d", "engine": "axolotl", "machine": {"kind": "cpu-2c-avx2"},
+                                     "recipe": {"name": "demo", "version": 1, "method": "lora"}, **kw})
 
 
 def test_new_run_is_incomplete_until_finished(tmp_path):
     run = RunDir.create("demo", tmp_path)
     assert (run.path / MARKER).exists() and not run.is_complete
-    run.write_record({"status": "running"})
+    run.write_record(_record())
     assert not run.is_complete and finished_runs("demo", tmp_path) == []
-    run.finish({"status": "running", "x": 1})
+    run.finish(_record(x=1))
     assert run.is_complete and not (run.path / MARKER).exists()
     assert json.loads(run.record_path.read_text())["status"] == "finished"
     assert (tmp_path / "demo" / "latest").resolve() == run.path.resolve()
@@ -21,7 +34,7 @@ def test_new_run_is_incomplete_until_finished(tmp_path):
 
 def test_record_with_marker_is_not_complete_even_if_it_says_finished(tmp_path):
     run = RunDir.create("demo", tmp_path)
-    run.write_record({"status": "finished"})  # e.g. killed between record and marker removal
+    run.write_record(_record(status="finished"))  # e.g. killed between record and marker removal
     assert not run.is_complete
 
 
@@ -30,3 +43,23 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     atomic_write_json(tmp_path / "a.json", {"k": 2})
     assert json.loads((tmp_path / "a.json").read_text()) == {"k": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_records_written_before_the_schema_version_still_load():
+    run = load(OLD / "run-v1.json", RunRecord)
+    assert run.schema_version == 1 and run.status == "finished" and run.recipe.name == "smollm2-lora"
+    assert run.tokens.per_second and run.loss_curve[0].step >= 1 and run.machine.kind.startswith("cpu-")
+    ev = load(OLD / "eval-v1.json", EvalRecord)
+    assert ev.schema_version == 1 and ev.key is None and ev.score("nba_mc", "acc,none") is not None
+
+
+def test_a_record_missing_what_readers_need_is_refused(tmp_path):
+    from pydantic import ValidationError
+
+    (tmp_path / "run.json").write_text('{"status": "finished"}')
+    with pytest.raises(ValidationError):
+        load(tmp_path / "run.json", RunRecord)
+    run = RunDir.create("demo", tmp_path)
+    atomic_write_json(run.record_path, {"status": "finished"})
+    (run.path / MARKER).unlink()
+    assert not run.is_complete  # unreadable: never taken for a finished run

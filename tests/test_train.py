@@ -144,7 +144,7 @@ def test_engine_failure_leaves_the_run_marked_incomplete(tmp_path, tiny_llama):
     (run_path,) = (tmp_path / "runs" / "smollm2-lora").iterdir()
     run = RunDir(run_path)
     assert (run_path / MARKER).exists() and not run.is_complete
-    record = run.read_record()
+    record = json.loads(run.record_path.read_text())
     assert record["status"] == "failed" and "engine exited with code" in record["error"]
     assert not (run_path.parent / "latest").exists()
 
@@ -183,9 +183,9 @@ def test_chat_eval_and_merge_state_one_policy_for_a_qlora_adapter(runs, tmp_path
     monkeypatch.setattr(ev, "CACHE", tmp_path / "cache")
     chat = Chat(runs["qlora"], max_new_tokens=4)
     record = ev.evaluate_run(runs["qlora"], tasks=["nba_mc"], limit=2)
-    assert chat.description == record["evaluated"] and "(4-bit NF4) + adapter" in chat.description
+    assert chat.description == record.evaluated and "(4-bit NF4) + adapter" in chat.description
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in chat.model.modules())
-    assert record["policy"] == POLICY
+    assert record.policy == POLICY
     info = merge_run(runs["qlora"])
     assert info["policy"] == POLICY and "fp32" in info["merged_into"]
     assert info["logits_max_abs_diff_vs_4bit_model"] > 0  # said, not hidden: merged fp32 != 4-bit model
@@ -243,7 +243,9 @@ def test_eval_applies_the_adapter_and_writes_eval_json(runs, tmp_path, monkeypat
     import tunebook.evaluate as ev
 
     monkeypatch.setattr(ev, "CACHE", tmp_path / "cache")  # keep the test's base scores out of runs/
-    record = ev.evaluate_run(runs["lora"], limit=4)
+    from tunebook.records import dump
+
+    record = dump(ev.evaluate_run(runs["lora"], limit=4))
     saved = json.loads((runs["lora"].path / "eval.json").read_text())
     assert saved["results"] == record["results"]
     assert set(record["results"]) == {"nba_qa", "nba_mc", "control_mc", "nba_ppl"}
@@ -300,7 +302,7 @@ def test_learning_curve_scores_every_checkpoint_as_eval_loads_it(runs, tmp_path,
     picked = [runs["full"], runs["lora"], runs["qlora"]]
     for run in picked:
         ev.evaluate_run(run, tasks=["nba_mc", "control_mc"], limit=3)
-        record, e = run.read_record(), json.loads((run.path / "eval.json").read_text())
+        record, e = json.loads(run.record_path.read_text()), json.loads((run.path / "eval.json").read_text())
         # save_steps 0.25 of 6 steps: checkpoints 2, 4 and 6 (the last one is the final model)
         assert [s for s, _ in learning_curve.checkpoints(run)] == [2, 4, 6], run.path
         # what ships is the final model; checkpoints are counted apart
@@ -342,7 +344,7 @@ def test_an_engine_override_is_recorded_as_an_override(tiny_llama, memorise_data
     recipe = write_tiny_recipe(Path("recipes/smollm2/qlora.yaml"), tmp_path / "q.yaml", tiny_llama, memorise_data,
                                max_steps=1)
     rec = train(recipe, "", engine="axolotl", runs_root=tmp_path / "runs", echo=False).read_record()
-    assert rec["engine"] == "axolotl" and rec["overrides"] == {"recipe.engine": "axolotl"}
+    assert rec.engine == "axolotl" and rec.overrides == {"recipe.engine": "axolotl"} and not rec.as_written
 
 
 def test_an_eval_is_reused_only_for_the_same_question(runs, tmp_path, monkeypatch):
@@ -354,11 +356,11 @@ def test_an_eval_is_reused_only_for_the_same_question(runs, tmp_path, monkeypatc
     run = runs["lora"]
     ev.ensure_eval(run, ["nba_mc"], 2)
     wider = ev.ensure_eval(run, ["nba_mc", "control_mc"], 2)
-    assert not wider.get("reused") and set(wider["results"]) == {"nba_mc", "control_mc"}
+    assert not wider.reused and set(wider.results) == {"nba_mc", "control_mc"}
     again = ev.ensure_eval(run, ["nba_mc", "control_mc"], 2)
-    assert again["reused"] and again["results"] == wider["results"]
-    assert not ev.ensure_eval(run, ["nba_mc", "control_mc"], 3).get("reused")  # another limit
+    assert again.reused and again.results == wider.results
+    assert not ev.ensure_eval(run, ["nba_mc", "control_mc"], 3).reused  # another limit
     # a task whose data changed is another question, though its name and limit are the same
     real = ev.task_versions
     monkeypatch.setattr(ev, "task_versions", lambda tasks, *a: {**real(tasks, *a), "nba_mc": "v9-changed"})
-    assert not ev.ensure_eval(run, ["nba_mc", "control_mc"], 3).get("reused")
+    assert not ev.ensure_eval(run, ["nba_mc", "control_mc"], 3).reused

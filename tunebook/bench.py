@@ -25,7 +25,9 @@ from pathlib import Path
 
 import yaml
 
+from tunebook import records
 from tunebook.evaluate import LOWER_IS_BETTER, MAIN_METRIC
+from tunebook.records import EvalRecord
 
 DB = Path("bench/history.sqlite")
 SCHEMA = """
@@ -154,25 +156,24 @@ def matmul_peaks(n: int = 2048, seconds: float = 0.4, bf16: bool | None = None) 
 
 def row_from_run(run, bench_id: str, peaks: dict[str, float], tasks: list[str]) -> dict:
     rec = run.read_record()
-    ev = json.loads((run.path / "eval.json").read_text()) if (run.path / "eval.json").exists() else {"results": {}}
-    train_s = rec.get("train_runtime_s") or 0
-    tokens = (rec.get("tokens") or {}).get("total") or 0
-    params = rec.get("params") or {}
+    results = records.load(run.path / "eval.json", EvalRecord).results if (run.path / "eval.json").exists() else {}
+    train_s = rec.train_runtime_s or 0
+    tokens = rec.tokens.total or 0
     # Training FLOPs ~ 6 x params x tokens for full fine-tuning; with a frozen base the
     # weight-gradient matmuls are skipped: ~4 x params x tokens (forward + input gradients).
-    factor = 6 if rec["recipe"]["method"] == "full" else 4
-    flops = factor * (params.get("total") or 0) * tokens / train_s if train_s else None
+    factor = 6 if rec.recipe.method == "full" else 4
+    flops = factor * (rec.params.total or 0) * tokens / train_s if train_s else None
     return {
         "bench_id": bench_id, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "recipe": rec["recipe"]["name"], "version": rec["recipe"]["version"], "content_hash": rec["recipe"]["content_hash"],
-        "git_commit": rec.get("git_commit"), "packages": rec.get("packages"), "machine_kind": rec["machine"]["kind"],
-        "machine": rec["machine"], "seed": rec.get("seed"), "run_dir": rec["run_dir"], "status": rec["status"],
-        "tokens_per_s": (rec.get("tokens") or {}).get("per_second"), "train_s": train_s, "wall_s": rec.get("wall_time_s"),
-        "peak_rss_mib": rec.get("peak_rss_mib"), "time_to_first_step_s": (rec.get("timing") or {}).get("time_to_first_step_s"),
+        "recipe": rec.recipe.name, "version": rec.recipe.version, "content_hash": rec.recipe.content_hash,
+        "git_commit": rec.git_commit, "packages": rec.packages, "machine_kind": rec.machine.kind,
+        "machine": records.dump(rec.machine), "seed": rec.seed, "run_dir": rec.run_dir, "status": rec.status,
+        "tokens_per_s": rec.tokens.per_second, "train_s": train_s, "wall_s": rec.wall_time_s,
+        "peak_rss_mib": rec.peak_rss_mib, "time_to_first_step_s": rec.timing.get("time_to_first_step_s"),
         "achieved_flops": flops, "frac_bf16_peak": flops / peaks["bf16"] if flops and peaks.get("bf16") else None,
         "frac_fp32_peak": flops / peaks["fp32"] if flops and peaks.get("fp32") else None,
-        "quality": {t: ev["results"].get(t, {}).get(MAIN_METRIC.get(t, "")) for t in tasks if t in ev["results"]},
-        "metrics": {"peaks": peaks, "final_loss": rec.get("final_loss"), "eval": ev.get("results")},
+        "quality": {t: results.get(t, {}).get(MAIN_METRIC.get(t, "")) for t in tasks if t in results},
+        "metrics": {"peaks": peaks, "final_loss": rec.final_loss, "eval": results},
     }
 
 

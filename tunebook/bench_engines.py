@@ -32,6 +32,8 @@ from pathlib import Path
 
 import yaml
 
+from tunebook import records
+from tunebook.records import RunRecord
 from tunebook.runs import atomic_write_json, atomic_write_text
 
 STEP_LINE = re.compile(r"\{'loss': ")
@@ -116,9 +118,9 @@ def _run(cmd: list[str], env: dict, log: Path, neighbour: bool) -> tuple[int, li
     return rc, stamps, peak[0] / 2**20, time.perf_counter() - t0
 
 
-def _latest_record(runs: Path) -> dict | None:
+def _latest_record(runs: Path) -> RunRecord | None:
     found = sorted(runs.glob("*/*/run.json"))
-    return json.loads(found[-1].read_text()) if found else None
+    return records.load(found[-1], RunRecord) if found else None
 
 
 def contenders(recipe: Path, qlora: Path, steps: int, work: Path, data: str, model: str) -> list[Contender]:
@@ -191,8 +193,8 @@ def run(recipe: Path, qlora: Path, steps: int, out_dir: Path, echo=print) -> dic
                 r.steady_s = round(stamps[-1] - stamps[0], 2)
             record = _latest_record(c.runs) if c.runs else None
             if c.tokens == "run" and record:
-                r.tokens_real = (record.get("tokens") or {}).get("total")
-                r.compute_dtype = (record.get("precision") or {}).get("compute_dtype")
+                r.tokens_real = record.tokens.total
+                r.compute_dtype = record.compute_dtype
             elif c.tokens == "floor" and (work / "floor.json").exists():
                 r.tokens_real = json.loads((work / "floor.json").read_text())["tokens_real"]
                 r.compute_dtype = "float32"

@@ -103,9 +103,9 @@ def run(recipes: dict[str, Path], steps: int, out_dir: Path, only: str | None = 
                 r.steady_s = round(stamps[-1] - stamps[0], 2)
             record = _latest_record(runs)
             if record:
-                r.tokens_real = (record.get("tokens") or {}).get("total")
-                r.compute_dtype = (record.get("precision") or {}).get("compute_dtype")
-                eff = (record.get("tokens") or {}).get("packing_efficiency")
+                r.tokens_real = record.tokens.total
+                r.compute_dtype = record.compute_dtype
+                eff = record.tokens.packing_efficiency
                 if eff is not None:
                     r.notes.append(f"packing efficiency {eff:.2f}")
             if rc != 0:

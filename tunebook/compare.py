@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from tunebook import learning_curve
+from tunebook import learning_curve, records
 from tunebook.evaluate import LOWER_IS_BETTER, MAIN_METRIC, ensure_eval
+from tunebook.records import EvalRecord, RunRecord
 from tunebook.runs import RunDir, atomic_write_text, dir_size, finished_runs
 
 DEFAULT_RECIPES = ("recipes/smollm2/full.yaml", "recipes/smollm2/lora.yaml", "recipes/smollm2/qlora.yaml")
@@ -29,11 +31,11 @@ def collect(recipes: list[str], limit: int | None, runs_root: Path = Path("runs"
         name = resolved.meta.name
         # only runs of this very recipe content count: an older version trained something else
         runs = [r for r in finished_runs(name, runs_root)
-                if r.read_record()["recipe"].get("content_hash") == resolved.recipe.content_hash() and not r.read_record()["overrides"]]
+                if (rec := r.read_record()).recipe.content_hash == resolved.recipe.content_hash() and rec.as_written]
         run = runs[-1] if runs else (launch(resolved, runs_root) if train_missing else None)
         if run is None:
             raise FileNotFoundError(f"no finished run of {name}")
-        if learning_curve.TASK in ensure_eval(run, limit=limit)["results"]:
+        if learning_curve.TASK in ensure_eval(run, limit=limit).results:
             learning_curve.ensure(run, limit)
         out.append(run)
     return out
@@ -50,11 +52,18 @@ def to_html(markdown_text: str) -> str:
             "{text-align:left}img{max-width:100%}</style>\n" + body + "\n")
 
 
-def _row(run: RunDir) -> dict:
-    rec = run.read_record()
-    ev = json.loads((run.path / "eval.json").read_text())
-    return {"name": rec["recipe"]["name"], "method": rec["recipe"]["method"], "version": rec["recipe"]["version"],
-            "engine": rec["engine"], "run": rec["run_id"], "record": rec, "eval": ev}
+@dataclass(frozen=True)
+class Row:
+    record: RunRecord
+    eval: EvalRecord
+
+    @property
+    def name(self) -> str:
+        return self.record.recipe.name
+
+
+def _row(run: RunDir) -> Row:
+    return Row(run.read_record(), records.load(run.path / "eval.json", EvalRecord))
 
 
 def _fmt(x, nd=3) -> str:
@@ -73,11 +82,11 @@ def build_report(runs: list[RunDir], out_dir: Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = [_row(r) for r in runs]
-    base = rows[0]["eval"]["base"]["results"]
-    tasks = list(rows[0]["eval"]["results"])
+    base = rows[0].eval.base.results
+    tasks = list(rows[0].eval.results)
     out_dir.mkdir(parents=True, exist_ok=True)
     md = [f"# tunebook comparison ({time.strftime('%Y-%m-%d %H:%M')})", "",
-          f"Base model: `{rows[0]['eval']['base']['model']}`; eval limit: {rows[0]['eval']['limit'] or 'all'} docs per task.", "",
+          f"Base model: `{rows[0].eval.base.model}`; eval limit: {rows[0].eval.limit or 'all'} docs per task.", "",
           "## Quality (main metric per task; delta vs base)", "",
           "| model | " + " | ".join(f"{t} ({MAIN_METRIC.get(t, '').split(',')[0]})" for t in tasks) + " |",
           "|---|" + "---|" * len(tasks)]
@@ -86,33 +95,34 @@ def build_report(runs: list[RunDir], out_dir: Path) -> Path:
         cells = []
         for t in tasks:
             m = MAIN_METRIC.get(t, "")
-            v, b = r["eval"]["results"][t].get(m), base.get(t, {}).get(m)
-            cells.append(_score(r["eval"]["results"][t], m)
+            v, b = r.eval.score(t, m), base.get(t, {}).get(m)
+            cells.append(_score(r.eval.results[t], m)
                          + (f" ({v - b:+.3f})" if isinstance(v, float) and isinstance(b, float) else ""))
-        md.append(f"| {r['name']} v{r['version']} ({r['method']}, {r['engine']}) | " + " | ".join(cells) + " |")
+        rec = r.record
+        md.append(f"| {r.name} v{rec.recipe.version} ({rec.recipe.method}, {rec.engine}) | " + " | ".join(cells) + " |")
     md += ["", "What was evaluated (an adapter is applied to the base it was trained on; QLoRA's is 4-bit NF4):", ""]
-    md += [f"- {r['name']}: {r['eval']['evaluated']}" for r in rows]
+    md += [f"- {r.name}: {r.eval.evaluated}" for r in rows]
     md += ["", "## Cost", "", "| model | train wall s | tokens/s | peak RSS MiB | trainable params | artifact MiB | final loss |",
            "|---|---|---|---|---|---|---|"]
     for r in rows:
-        rec = r["record"]
-        md.append(f"| {r['name']} | {_fmt(rec.get('wall_time_s'), 1)} | {_fmt((rec.get('tokens') or {}).get('per_second'), 1)} | "
-                  f"{_fmt(rec.get('peak_rss_mib'), 0)} | {(rec.get('params') or {}).get('trainable'):,} | "
-                  f"{dir_size(Path(rec['output_dir']), skip_checkpoints=True) / 2**20:.1f} | {_fmt(rec.get('final_loss'))} |")
+        rec = r.record
+        md.append(f"| {r.name} | {_fmt(rec.wall_time_s, 1)} | {_fmt(rec.tokens.per_second, 1)} | "
+                  f"{_fmt(rec.peak_rss_mib, 0)} | {rec.params.trainable or 0:,} | "
+                  f"{dir_size(Path(rec.output_dir), skip_checkpoints=True) / 2**20:.1f} | {_fmt(rec.final_loss)} |")
     if "control_mc" in tasks:
         md += ["", "## Forgetting (control task accuracy vs base)", ""]
         b = base.get("control_mc", {}).get("acc,none")
         for r in rows:
-            v = r["eval"]["results"]["control_mc"].get("acc,none")
-            md.append(f"- {r['name']}: {_fmt(v)} (base {_fmt(b)}, {v - b:+.3f})" if b is not None else f"- {r['name']}: {_fmt(v)}")
+            v = r.eval.score("control_mc", "acc,none")
+            md.append(f"- {r.name}: {_fmt(v)} (base {_fmt(b)}, {v - b:+.3f})" if b is not None else f"- {r.name}: {_fmt(v)}")
     # plots
     pngs = []
-    labels = ["base"] + [r["name"] for r in rows]
+    labels = ["base"] + [r.name for r in rows]
     for t in tasks:
         m = MAIN_METRIC.get(t, "")
-        vals = [base.get(t, {}).get(m) or 0] + [r["eval"]["results"][t].get(m) or 0 for r in rows]
+        vals = [base.get(t, {}).get(m) or 0] + [r.eval.score(t, m) or 0 for r in rows]
         errs = [base.get(t, {}).get(m.replace(",", "_stderr,")) or 0] + \
-               [r["eval"]["results"][t].get(m.replace(",", "_stderr,")) or 0 for r in rows]
+               [r.eval.score(t, m.replace(",", "_stderr,")) or 0 for r in rows]
         errs = [e if isinstance(e, float) else 0 for e in errs]
         fig, ax = plt.subplots(figsize=(6, 3.2))
         ax.bar(labels, vals, yerr=errs, color=["#999"] + ["#4a7bd0", "#d0884a", "#5aa55a", "#a05ab0"][: len(rows)])
@@ -123,9 +133,10 @@ def build_report(runs: list[RunDir], out_dir: Path) -> Path:
         plt.close(fig)
         pngs.append(png)
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    names = [r["name"] for r in rows]
-    for ax, key, title in zip(axes, ("wall_time_s", "peak_rss_mib", None), ("train wall time (s)", "peak RSS (MiB)", "tokens/s")):
-        vals = [r["record"].get(key) if key else (r["record"].get("tokens") or {}).get("per_second") for r in rows]
+    names = [r.name for r in rows]
+    for ax, vals, title in zip(axes, ([r.record.wall_time_s for r in rows], [r.record.peak_rss_mib for r in rows],
+                                      [r.record.tokens.per_second for r in rows]),
+                               ("train wall time (s)", "peak RSS (MiB)", "tokens/s")):
         ax.bar(names, [v or 0 for v in vals], color="#4a7bd0")
         ax.set_title(title)
         ax.tick_params(axis="x", labelrotation=20)
@@ -135,8 +146,8 @@ def build_report(runs: list[RunDir], out_dir: Path) -> Path:
     pngs.append(out_dir / "cost.png")
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for r in rows:
-        curve = r["record"].get("loss_curve", [])
-        ax.plot([p["step"] for p in curve], [p["loss"] for p in curve], label=r["name"])
+        curve = r.record.loss_curve
+        ax.plot([p.step for p in curve], [p.loss for p in curve], label=r.name)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.legend()
@@ -144,7 +155,7 @@ def build_report(runs: list[RunDir], out_dir: Path) -> Path:
     fig.savefig(out_dir / "loss.png", dpi=100)
     plt.close(fig)
     pngs.append(out_dir / "loss.png")
-    saved = {r["name"]: json.loads((run.path / learning_curve.FILE).read_text())
+    saved = {r.name: json.loads((run.path / learning_curve.FILE).read_text())
              for r, run in zip(rows, runs) if (run.path / learning_curve.FILE).exists()}
     curves = {name: c["points"] for name, c in saved.items()}
     if curves:

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import yaml
 
-from tunebook.loading import POLICY, chat_template_text, load_base, load_run
+from tunebook import records
+from tunebook.loading import POLICY, chat_template_text, load_base, load_run, run_config
+from tunebook.records import BaseScores, EvalRecord
 from tunebook.runs import RunDir, atomic_write_json
 
 TASKS_DIR = Path("eval/tasks")
@@ -147,26 +149,23 @@ def _run_tasks(cfg: dict, tasks: list[str] | None) -> list[str]:
     return list(tasks or (cfg.get("recipe") or {}).get("eval_tasks") or DEFAULT_TASKS)
 
 
-def ensure_eval(run: RunDir, tasks: list[str] | None = None, limit: int | None = None) -> dict:
+def ensure_eval(run: RunDir, tasks: list[str] | None = None, limit: int | None = None) -> EvalRecord:
     """The run's eval.json when it answers exactly this question (eval_key), else a new eval.
 
     `make eval`, `make compare` and `make bench` all come through here: an eval made for
     other tasks, task versions, limit or weights is never read as if it were this one."""
-    from tunebook.loading import run_config
-
     cfg = run_config(run)
     tasks = _run_tasks(cfg, tasks)
     path = run.path / "eval.json"
     if path.exists():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("key") == eval_key(_weights(run, cfg), tasks, limit, chat_template_text(cfg)):
-            return {**saved, "reused": True}
+        saved = records.load(path, EvalRecord)
+        if saved.key == eval_key(_weights(run, cfg), tasks, limit, chat_template_text(cfg)):
+            saved.reused = True
+            return saved
     return evaluate_run(run, tasks, limit)
 
 
-def evaluate_run(run: RunDir, tasks: list[str] | None = None, limit: int | None = None) -> dict:
-    from tunebook.loading import run_config
-
+def evaluate_run(run: RunDir, tasks: list[str] | None = None, limit: int | None = None) -> EvalRecord:
     cfg = run_config(run)
     tasks = _run_tasks(cfg, tasks)
     template_text = chat_template_text(cfg)
@@ -174,14 +173,13 @@ def evaluate_run(run: RunDir, tasks: list[str] | None = None, limit: int | None 
     loaded = load_run(run)
     results = run_lm_eval(loaded.model, loaded.tokenizer, tasks, limit)
     base = evaluate_base(cfg, tasks, limit)
-    record = {
-        "run": str(run.path), "recipe": run.read_record()["recipe"], "evaluated": loaded.description, "policy": POLICY, "tasks": tasks,
-        "limit": limit, "precision": eval_precision(), "task_versions": task_versions(tasks),
-        "key": eval_key(_weights(run, cfg), tasks, limit, template_text), "results": results,
-        "base": {"model": cfg["base_model"], "results": base["results"], "cached": base["cached"]},
-        "seconds": round(time.time() - t0, 1),
-    }
-    atomic_write_json(run.path / "eval.json", record)
+    record = EvalRecord(
+        schema_version=records.SCHEMA_VERSION, run=str(run.path), recipe=run.read_record().recipe,
+        evaluated=loaded.description, policy=POLICY, tasks=tasks, limit=limit, precision=eval_precision(),
+        task_versions=task_versions(tasks), key=eval_key(_weights(run, cfg), tasks, limit, template_text),
+        results=results, base=BaseScores(model=str(cfg["base_model"]), results=base["results"], cached=base["cached"]),
+        seconds=round(time.time() - t0, 1))
+    atomic_write_json(run.path / "eval.json", records.dump(record))
     return record
 
 
@@ -190,19 +188,19 @@ MAIN_METRIC = {"nba_qa": "numeric_match,none", "nba_mc": "acc,none", "control_mc
 LOWER_IS_BETTER = {"nba_ppl"}  # perplexity: the report's charts and the bench's regression checks flip for these
 
 
-def render(record: dict) -> str:
-    lines = [f"== eval of {record['run']}", f"model  {record['evaluated']}", f"policy {POLICY}",
+def render(record: EvalRecord) -> str:
+    lines = [f"== eval of {record.run}", f"model  {record.evaluated}", f"policy {POLICY}",
              f"{'task':<12}{'metric':<18}{'run':>10}{'base':>10}{'delta':>10}"]
-    for task, res in record["results"].items():
+    for task, res in record.results.items():
         for metric, value in res.items():
             if not isinstance(value, (int, float)) or "stderr" in metric:
                 continue
-            base = record["base"]["results"].get(task, {}).get(metric)
+            base = record.base.results.get(task, {}).get(metric)
             delta = f"{value - base:+.3f}" if isinstance(base, (int, float)) else ""
             lines.append(f"{task:<12}{metric.split(',')[0]:<18}{value:>10.3f}{(base if base is not None else float('nan')):>10.3f}{delta:>10}")
-    if record.get("reused"):
-        lines.append(f"reused {record['run']}/eval.json: made for these tasks, task versions, limit and weights")
+    if record.reused:
+        lines.append(f"reused {record.run}/eval.json: made for these tasks, task versions, limit and weights")
     else:
-        lines.append(f"written to {record['run']}/eval.json ({record['seconds']} s; base "
-                     f"{'from cache' if record['base']['cached'] else 'evaluated'})")
+        lines.append(f"written to {record.run}/eval.json ({record.seconds} s; base "
+                     f"{'from cache' if record.base.cached else 'evaluated'})")
     return "\n".join(lines)

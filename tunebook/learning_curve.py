@@ -16,6 +16,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tunebook.records import RunRecord
 from tunebook.runs import RunDir, atomic_write_json
 
 TASK = "nba_mc"
@@ -66,9 +67,9 @@ def checkpoints(run: RunDir) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _tokens_at(record: dict, step: int) -> int:
-    steps = record.get("steps") or 0
-    total = (record.get("tokens") or {}).get("total") or 0
+def _tokens_at(record: RunRecord, step: int) -> int:
+    steps = record.steps or 0
+    total = record.tokens.total or 0
     return round(total * step / steps) if steps else 0
 
 
@@ -90,7 +91,7 @@ def compute(run: RunDir, limit: int | None) -> list[Point]:
     stderr = METRIC.replace(",", "_stderr,")
     base = evaluate_base(cfg, [TASK], n)["results"][TASK]
     points = [Point(0, 0, base[METRIC], base.get(stderr), "base")]
-    final_step = record.get("steps") or 0
+    final_step = record.steps or 0
     for step, folder in [*[c for c in checkpoints(run) if c[0] < final_step], (final_step, run.output)]:
         res = _score(run, folder, n)
         points.append(Point(step, _tokens_at(record, step), res[METRIC], res.get(stderr),

@@ -75,7 +75,7 @@ def profile(recipe: str | Path, args: str = "", engine: str | None = None, first
         os.environ.pop(PROFILE_ENV, None)
     raw = json.loads(out.read_text(encoding="utf-8"))
     rec = run.read_record()
-    return StepProfile(recipe=str(recipe), engine=rec["engine"], steps=raw["steps"], wall_s=raw["wall_s"],
+    return StepProfile(recipe=str(recipe), engine=rec.engine, steps=raw["steps"], wall_s=raw["wall_s"],
                        tokens=raw["tokens"], kinds=fold(raw["ops"]), top=raw["ops"][:12])
 
 

@@ -22,7 +22,10 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tunebook.records import RunRecord
 
 RUNS_ROOT = Path("runs")
 MARKER = "INCOMPLETE"
@@ -125,16 +128,21 @@ class RunDir:
     def record_path(self) -> Path:
         return self.path / "run.json"
 
-    def write_record(self, record: dict) -> None:
-        atomic_write_json(self.record_path, record)
+    def write_record(self, record: "RunRecord") -> None:
+        from tunebook.records import dump
 
-    def read_record(self) -> dict:
-        return json.loads(self.record_path.read_text(encoding="utf-8"))
+        atomic_write_json(self.record_path, dump(record))
 
-    def finish(self, record: dict) -> None:
+    def read_record(self) -> "RunRecord":
+        from tunebook.records import RunRecord, load
+
+        return load(self.record_path, RunRecord)
+
+    def finish(self, record: "RunRecord") -> None:
         """Mark finished only after outputs and record are on disk, then point `latest` here."""
-        record["status"] = "finished"
-        self.write_record(record)
+        from tunebook.records import RunRecord, dump
+
+        self.write_record(RunRecord.model_validate({**dump(record), "status": "finished"}))
         (self.path / MARKER).unlink(missing_ok=True)
         latest = self.path.parent / "latest"
         tmp = self.path.parent / f".latest.{secrets.token_hex(3)}"
@@ -145,7 +153,12 @@ class RunDir:
     def is_complete(self) -> bool:
         if (self.path / MARKER).exists() or not self.record_path.exists():
             return False
-        return self.read_record().get("status") == "finished"
+        from pydantic import ValidationError
+
+        try:
+            return self.read_record().status == "finished"
+        except (ValidationError, ValueError):  # not a record tunebook can read: not a usable run
+            return False
 
 
 def finished_runs(recipe_name: str, root: Path = RUNS_ROOT) -> list[RunDir]:

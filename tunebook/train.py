@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 from tunebook import __version__
 from tunebook.adapt import engine_env
@@ -13,6 +12,7 @@ from tunebook.engines import get_engine
 from tunebook.errors import TunebookError
 from tunebook.machine import Machine
 from tunebook.recipe import content_hash, dump_yaml
+from tunebook.records import SCHEMA_VERSION, RunRecord, dump
 from tunebook.resolve import Resolved, online_requested, resolve
 from tunebook.runs import RUNS_ROOT, RunDir, dir_size, git_commit, package_versions
 
@@ -46,7 +46,8 @@ def launch(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) -
     config_path.write_text(dump_yaml(config), encoding="utf-8")
     shutil.copyfile(recipe.path, run.path / "recipe.yaml")
 
-    record: dict[str, Any] = {
+    record = RunRecord.model_validate({
+        "schema_version": SCHEMA_VERSION,
         "status": "running",
         "run_id": run.path.name,
         "run_dir": str(run.path),
@@ -68,7 +69,7 @@ def launch(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) -
         "packages": package_versions(),
         "machine": machine.to_dict(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    })
     run.write_record(record)
     if echo:
         print(f"run directory: {run.path}")
@@ -79,12 +80,11 @@ def launch(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) -
     try:
         metrics = eng.launch(run, config_path, env, echo=echo)
     except KeyboardInterrupt:
-        record.update(status="interrupted", wall_time_s=round(time.time() - t0, 2))
-        run.write_record(record)
+        run.write_record(_update(record, status="interrupted", wall_time_s=round(time.time() - t0, 2)))
         raise
     except Exception as exc:
-        record.update(status="failed", error=str(exc).splitlines()[0], wall_time_s=round(time.time() - t0, 2))
-        run.write_record(record)
+        run.write_record(_update(record, status="failed", error=str(exc).splitlines()[0],
+                                 wall_time_s=round(time.time() - t0, 2)))
         raise TunebookError(str(exc), exit_code=1, hint=f"the run directory {run.path} is marked INCOMPLETE") from None
 
     wall = round(time.time() - t0, 2)
@@ -92,14 +92,14 @@ def launch(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) -
         msg = ("the engine finished after 0 training steps: the data gave no full batch "
                "(too few rows for micro_batch_size, or packing put them in fewer packs than one batch); "
                "add rows, or pass ARGS=\"micro_batch_size=1\" or ARGS=\"sample_packing=false\"")
-        record.update(status="failed", error=msg, wall_time_s=wall)
-        run.write_record(record)
+        run.write_record(_update(record, status="failed", error=msg, wall_time_s=wall))
         raise TunebookError(msg, exit_code=1, hint=f"the run directory {run.path} is marked INCOMPLETE")
     curve = _loss_curve(metrics.get("log_history", []))
     summary = next((e for e in reversed(metrics.get("log_history", [])) if "train_runtime" in e), {})
     train_s = float(summary.get("train_runtime") or metrics["timing"]["train_s"])
     tokens = metrics.get("tokens_real") or metrics.get("tokens_total")
-    record.update(
+    record = _update(
+        record,
         wall_time_s=wall,
         train_runtime_s=round(train_s, 2),
         steps=metrics.get("global_step"),
@@ -114,7 +114,8 @@ def launch(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) -
             if metrics.get("tokens_trainable") and train_s else None,
         },
         peak_rss_mib=metrics.get("peak_rss_mib"),
-        precision=metrics.get("precision"),
+        precision=metrics.get("precision") or {},
+        packing=metrics.get("packing"),
         memory_estimate_mib=_estimate_mib(config, machine),
         params={"trainable": metrics.get("trainable_params"), "total": metrics.get("total_params"),
                 "linear4bit_modules": metrics.get("linear4bit_modules")},
@@ -136,6 +137,11 @@ def launch(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) -
     return run
 
 
+def _update(record: RunRecord, **fields) -> RunRecord:
+    """A new record with `fields` set, validated like one read from disk."""
+    return RunRecord.model_validate({**dump(record), **fields})
+
+
 def _estimate_mib(config: dict, machine: Machine) -> float | None:
     from tunebook.memory import estimate
 
@@ -147,24 +153,22 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def print_summary(record: dict) -> None:
-    curve = [p["loss"] for p in record.get("loss_curve", [])]
+def print_summary(record: RunRecord) -> None:
+    curve = [p.loss for p in record.loss_curve]
     k = max(1, len(curve) // 5)
-    tok = record.get("tokens") or {}
-    params = record.get("params") or {}
+    tok, params, precision = record.tokens, record.params, record.precision
     lines = [
         "",
-        f"== {record['recipe']['name']} v{record['recipe']['version']} ({record['recipe']['method']}, {record['engine']}) finished ==",
-        f"run       {record['run_dir']}",
-        f"steps     {record.get('steps')}   wall {record.get('wall_time_s')} s   train {record.get('train_runtime_s')} s",
+        f"== {record.recipe.name} v{record.recipe.version} ({record.recipe.method}, {record.engine}) finished ==",
+        f"run       {record.run_dir}",
+        f"steps     {record.steps}   wall {record.wall_time_s} s   train {record.train_runtime_s} s",
         f"loss      first {_mean(curve[:k]):.4f} -> last {_mean(curve[-k:]):.4f} (mean of {k} logged steps each)",
-        f"tokens    {tok.get('total')} seen, {tok.get('trainable')} trained on; {tok.get('per_second')} tok/s"
-        + (f"; packing efficiency {tok['packing_efficiency']:.2f}" if tok.get("packing_efficiency") else ""),
-        f"compute   {(record.get('precision') or {}).get('compute_dtype', 'n/a')}"
-        + (" autocast" if (record.get("precision") or {}).get("autocast") else ""),
-        f"params    {params.get('trainable'):,} trainable of {params.get('total'):,}" if params.get("trainable") else "params    n/a",
-        f"memory    peak RSS {record.get('peak_rss_mib')} MiB (estimated at most {record.get('memory_estimate_mib')} MiB)",
-        f"output    {record.get('output_dir')} ({record.get('output_bytes', 0) / 2**20:.1f} MiB)",
-        f"adapted   {len(record.get('adaptations', []))} settings for {record['machine']['kind']} (see run.json)",
+        f"tokens    {tok.total} seen, {tok.trainable} trained on; {tok.per_second} tok/s"
+        + (f"; packing efficiency {tok.packing_efficiency:.2f}" if tok.packing_efficiency else ""),
+        f"compute   {precision.get('compute_dtype', 'n/a')}" + (" autocast" if precision.get("autocast") else ""),
+        f"params    {params.trainable:,} trainable of {params.total:,}" if params.trainable else "params    n/a",
+        f"memory    peak RSS {record.peak_rss_mib} MiB (estimated at most {record.memory_estimate_mib} MiB)",
+        f"output    {record.output_dir} ({(record.output_bytes or 0) / 2**20:.1f} MiB)",
+        f"adapted   {len(record.adaptations)} settings for {record.machine.kind} (see run.json)",
     ]
     print("\n".join(lines))

@@ -1,0 +1,136 @@
+"""The records that cross modules: a run's `run.json` and its `eval.json`.
+
+Written by train and eval, read by compare, bench, the learning curve and the CLI, always
+through these types: a field renamed here is renamed everywhere, and a reader cannot ask
+for a key nobody writes. `schema_version` says which shape a file has; a file without one
+is version 1 (written before the field existed) and still loads, its missing fields None.
+Unknown fields are kept (extra="allow") so an older tunebook reading a newer file loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 2
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class RecipeRef(_Record):
+    name: str
+    path: str | None = None
+    version: int
+    family: str | None = None
+    method: str
+    content_hash: str | None = None
+    resolved_hash: str | None = None
+
+
+class Tokens(_Record):
+    total: int | None = None  # real tokens (padding excluded)
+    slots: int | None = None  # positions the model processed
+    packing_efficiency: float | None = None
+    trainable: int | None = None
+    per_second: float | None = None
+    trainable_per_second: float | None = None
+
+
+class Params(_Record):
+    trainable: int | None = None
+    total: int | None = None
+    linear4bit_modules: int | None = None
+
+
+class LossPoint(_Record):
+    step: int
+    loss: float
+    lr: float | None = None
+
+
+class MachineInfo(_Record):
+    kind: str
+
+
+class RunRecord(_Record):
+    schema_version: int = 1
+    status: str  # running | finished | failed | interrupted
+    run_id: str
+    run_dir: str
+    recipe: RecipeRef
+    engine: str
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    adaptations: list[dict[str, Any]] = Field(default_factory=list)
+    seed: int | None = None
+    git_commit: str | None = None
+    tunebook_version: str | None = None
+    packages: dict[str, str] = Field(default_factory=dict)
+    machine: MachineInfo
+    started_at: str | None = None
+    error: str | None = None
+    wall_time_s: float | None = None
+    train_runtime_s: float | None = None
+    steps: int | None = None
+    tokens: Tokens = Field(default_factory=Tokens)
+    peak_rss_mib: float | None = None
+    precision: dict[str, Any] = Field(default_factory=dict)
+    packing: dict[str, Any] | None = None  # the Unsloth engine: packed, strategy, restored_after_unsloth_cpu
+    memory_estimate_mib: float | None = None
+    params: Params = Field(default_factory=Params)
+    timing: dict[str, Any] = Field(default_factory=dict)
+    loss_curve: list[LossPoint] = Field(default_factory=list)
+    last_log: dict[str, Any] = Field(default_factory=dict)
+    final_loss: float | None = None
+    first_loss: float | None = None
+    output_dir: str | None = None
+    output_bytes: int | None = None
+    checkpoints_bytes: int | None = None
+    finished_at: str | None = None
+
+    @property
+    def as_written(self) -> bool:
+        """The recipe file itself ran: no ARGS, no ENGINE= (compare and bench count only these)."""
+        return not self.overrides
+
+    @property
+    def compute_dtype(self) -> str | None:
+        return self.precision.get("compute_dtype")
+
+
+class BaseScores(_Record):
+    model: str
+    results: dict[str, dict[str, Any]]
+    cached: bool = False
+
+
+class EvalRecord(_Record):
+    schema_version: int = 1
+    run: str
+    recipe: RecipeRef
+    evaluated: str  # what was loaded, in words (loading.Loaded.description)
+    policy: str | None = None
+    tasks: list[str]
+    limit: int | None = None
+    precision: str | None = None
+    task_versions: dict[str, str] = Field(default_factory=dict)
+    key: str | None = None  # evaluate.eval_key: the question these scores answer
+    results: dict[str, dict[str, Any]]
+    base: BaseScores
+    seconds: float | None = None
+    reused: bool = Field(default=False, exclude=True)  # this call read the file rather than evaluating
+
+    def score(self, task: str, metric: str) -> Any:
+        return self.results.get(task, {}).get(metric)
+
+
+def load(path: Path, kind: type[_Record]):
+    return kind.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def dump(record: _Record) -> dict[str, Any]:
+    return record.model_dump(mode="json", exclude_none=False)
