@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 .DEFAULT_GOAL := help
 RUN     ?=
 PROMPT  ?=
-.PHONY: help setup test test-slow train show list new validate merge chat data split stats inspect nba control bench-data eval compare bench bench-engines bench-levers profile lock lock-check freeze clean
+.PHONY: help setup test test-slow test-matrix train show list new validate merge chat data split stats inspect nba control bench-data eval compare bench bench-engines bench-levers profile lock lock-check freeze clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ test: ## fast test suite (tiny random models, a few minutes)
 
 test-slow: ## end-to-end checks on the real SmolLM2-135M (slow)
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+test-matrix: ## every shipped recipe trains 2 steps on a tiny model of its family (make test: one per engine and method)
+	$(PY) -m pytest -q -m matrix $(PYTEST_ARGS)
 
 train: ## train RECIPE=path [ARGS="key=value ..."] [ENGINE=axolotl|unsloth]
 	$(TB) train $(RECIPE) --args "$(ARGS)" $(if $(ENGINE),--engine $(ENGINE))

@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 make setup
 make test
-make test-slow   # end-to-end on the real model: nothing else runs it, so it would rot
+make test-matrix  # every recipe trains (make test trains one per engine and method)
+make test-slow    # end-to-end on the real model: nothing else runs it, so it would rot
 make bench MATRIX="${MATRIX:-bench/nightly.yaml}"

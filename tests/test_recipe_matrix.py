@@ -1,10 +1,16 @@
 """Every shipped recipe trains 2 steps through its own engine on a tiny model of its own
 architecture, with its own chat template. A recipe dropped into recipes/ is picked up here.
+
+`make test` trains one recipe per engine and method (spread over the families that
+tests/test_train.py does not train); the rest carry the `matrix` marker and run nightly
+(`make test-matrix`, scripts/nightly.sh). tests/test_recipe_configs.py checks every recipe
+on every `make test`, in seconds.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,6 +21,25 @@ from tunebook.recipe import load_recipe
 from tunebook.train import train
 
 RECIPES = discover(Path("recipes"))
+
+
+def one_per_engine_and_method(paths: list[Path]) -> set[Path]:
+    """For each (engine, method), the recipe of the family picked least so far (smollm2 last:
+    test_train.py trains its full, lora and qlora already)."""
+    metas = {p: load_recipe(p).meta for p in paths}
+    picked: dict[tuple[str, str], Path] = {}
+    count: Counter[str] = Counter()
+    for p in paths:
+        pair = (metas[p].engine, metas[p].method)
+        if pair not in picked:
+            same = [c for c in paths if (metas[c].engine, metas[c].method) == pair]
+            best = min(same, key=lambda c: (metas[c].family == "smollm2", count[metas[c].family], str(c)))
+            picked[pair] = best
+            count[metas[best].family] += 1
+    return set(picked.values())
+
+
+QUICK = one_per_engine_and_method(RECIPES)
 
 
 def tiny_copy(path: Path, model: Path, work: Path) -> Path:
@@ -38,7 +63,8 @@ def tiny_copy(path: Path, model: Path, work: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.as_posix())
+@pytest.mark.parametrize("path", [p if p in QUICK else pytest.param(p, marks=pytest.mark.matrix) for p in RECIPES],
+                         ids=lambda p: p.as_posix())
 def test_recipe_trains_on_a_tiny_model_of_its_family(path, tiny_models, tmp_path):
     meta = load_recipe(path).meta
     recipe = tiny_copy(path, tiny_models(meta.family), tmp_path)
@@ -61,3 +87,9 @@ def test_recipe_trains_on_a_tiny_model_of_its_family(path, tiny_models, tmp_path
         assert (out / "model.safetensors").is_file()
     if cfg.get("rl") == "dpo":
         assert "rewards/margins" in record["last_log"], record["last_log"]
+
+
+def test_make_test_trains_one_recipe_per_engine_and_method():
+    quick = {(load_recipe(p).meta.engine, load_recipe(p).meta.method) for p in QUICK}
+    every = {(load_recipe(p).meta.engine, load_recipe(p).meta.method) for p in RECIPES}
+    assert quick == every and len(QUICK) == len(every)

@@ -63,3 +63,33 @@ def test_a_record_missing_what_readers_need_is_refused(tmp_path):
     atomic_write_json(run.record_path, {"status": "finished"})
     (run.path / MARKER).unlink()
     assert not run.is_complete  # unreadable: never taken for a finished run
+
+
+def test_atomic_path_leaves_the_old_file_when_the_writer_fails(tmp_path):
+    from tunebook.atomic import atomic_path
+
+    target = tmp_path / "plot.png"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            assert tmp.suffix == ".png" and tmp.parent == tmp_path  # writers read the format off the name
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["plot.png"]
+    with atomic_path(tmp_path / "model", directory=True) as tmp:
+        (tmp / "w.safetensors").write_bytes(b"x")
+    assert (tmp_path / "model" / "w.safetensors").read_bytes() == b"x"
+
+
+def test_every_default_location_comes_from_paths():
+    """One definition of "runs", "recipes", the eval cache...: no module spells its own."""
+    import re
+
+    from tunebook.paths import Paths
+
+    p = Paths(Path("/repo"))
+    assert (p.runs, p.eval_cache, p.tasks, p.bench_db) == (
+        Path("/repo/runs"), Path("/repo/runs/.eval-cache"), Path("/repo/eval/tasks"), Path("/repo/bench/history.sqlite"))
+    spelled = [f"{f}: {m.group(0)}" for f in Path("tunebook").rglob("*.py") if f.name != "paths.py"
+               for m in re.finditer(r'Path\("(runs|recipes|eval/tasks|bench/history|reports)[^"]*"\)', f.read_text())]
+    assert spelled == []

@@ -26,10 +26,12 @@ from pathlib import Path
 import yaml
 
 from tunebook import records
-from tunebook.evaluate import LOWER_IS_BETTER, MAIN_METRIC
+from tunebook.evaluate import lower_is_better, main_metric
+from tunebook.atomic import atomic_path
+from tunebook.paths import PATHS
 from tunebook.records import EvalRecord
 
-DB = Path("bench/history.sqlite")
+DB = PATHS.bench_db
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
   id INTEGER PRIMARY KEY, bench_id TEXT NOT NULL, at TEXT NOT NULL,
@@ -103,7 +105,7 @@ def regressions(new: dict, old: dict, t: Thresholds) -> list[str]:
         o = q_old.get(task)
         if not isinstance(v, (int, float)) or not isinstance(o, (int, float)):
             continue
-        if task in LOWER_IS_BETTER:
+        if lower_is_better(task):
             if v > o * (1 + t.quality_drop):
                 out.append(f"{new['recipe']}: {task} perplexity {o:.3f} -> {v:.3f}")
         elif v < o - t.quality_drop:
@@ -172,7 +174,7 @@ def row_from_run(run, bench_id: str, peaks: dict[str, float], tasks: list[str]) 
         "peak_rss_mib": rec.peak_rss_mib, "time_to_first_step_s": rec.timing.get("time_to_first_step_s"),
         "achieved_flops": flops, "frac_bf16_peak": flops / peaks["bf16"] if flops and peaks.get("bf16") else None,
         "frac_fp32_peak": flops / peaks["fp32"] if flops and peaks.get("fp32") else None,
-        "quality": {t: results.get(t, {}).get(MAIN_METRIC.get(t, "")) for t in tasks if t in results},
+        "quality": {t: results.get(t, {}).get(main_metric(t)) for t in tasks if t in results},
         "metrics": {"peaks": peaks, "final_loss": rec.final_loss, "eval": results},
     }
 
@@ -208,7 +210,7 @@ def plot_history(con: sqlite3.Connection, out_dir: Path) -> list[Path]:
     for ax, (_, title, _) in zip(axes[0], cost):
         ax.set_title(title)
     for ax, task in zip(axes[1], tasks):
-        ax.set_title(f"{task} ({'lower' if task in LOWER_IS_BETTER else 'higher'} is better)")
+        ax.set_title(f"{task} ({'lower' if lower_is_better(task) else 'higher'} is better)")
     for ax in axes[1][len(tasks):]:
         ax.set_visible(False)
     handles, labels = axes[0][0].get_legend_handles_labels()
@@ -226,14 +228,13 @@ def plot_history(con: sqlite3.Connection, out_dir: Path) -> list[Path]:
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "history.png"
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    tmp.replace(path)
     return [path]
 
 
-def run_bench(matrix_path: str | Path, db: Path = DB, runs_root: Path = Path("runs/bench")) -> tuple[list[dict], list[str]]:
+def run_bench(matrix_path: str | Path, db: Path = DB, runs_root: Path = PATHS.bench_runs) -> tuple[list[dict], list[str]]:
     from tunebook.evaluate import ensure_eval
     from tunebook.train import train
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from tunebook.errors import TunebookError
+from tunebook.paths import PATHS
 
 
 def _cmd_setup_model(a) -> int:
@@ -96,7 +97,7 @@ def _run_for(recipe_path: str, run: str | None):
     from tunebook.recipe import load_recipe
     from tunebook.runs import find_run
 
-    return find_run(load_recipe(recipe_path).meta.name, run, Path(_RUNS))
+    return find_run(load_recipe(recipe_path).meta.name, run, PATHS.runs)
 
 
 def _cmd_merge(a) -> int:
@@ -143,7 +144,7 @@ def _cmd_compare(a) -> int:
 
     recipes = a.recipes.split() if a.recipes else list(DEFAULT_RECIPES)
     runs = collect(recipes, a.limit)
-    out = Path(a.out) if a.out else Path("reports") / time.strftime("%Y%m%d-%H%M%S")
+    out = Path(a.out) if a.out else PATHS.reports / time.strftime("%Y%m%d-%H%M%S")
     report = build_report(runs, out)
     print(report.read_text(encoding="utf-8").split("## Plots")[0])
     print(f"report: {report} and {report.with_suffix('.html')}")
@@ -214,7 +215,6 @@ def _versus(new: dict, old: dict | None) -> str:
     return f"vs #{old['id']} ({old['at']}): tok/s {pct('tokens_per_s')}, peak RSS {pct('peak_rss_mib')}, {dq or 'no shared tasks'}"
 
 
-_RUNS = "runs"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("recipe")
         p.add_argument("--args", default="", help='overrides: "key=value key2=value"')
         p.add_argument("--engine", default=None, choices=["axolotl", "unsloth"])
-        p.add_argument("--runs", default="runs", help="where run directories go")
+        p.add_argument("--runs", default=str(PATHS.runs), help="where run directories go")
         p.set_defaults(fn=fn)
 
     p = sub.add_parser("validate", help="validate recipes (all when none given)")
@@ -290,8 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="run the nightly matrix, append to bench/history.sqlite, flag regressions")
     p.add_argument("--matrix", default="bench/nightly.yaml")
-    p.add_argument("--db", default="bench/history.sqlite")
-    p.add_argument("--runs", default="runs/bench", help="where the bench's run directories go")
+    p.add_argument("--db", default=str(PATHS.bench_db))
+    p.add_argument("--runs", default=str(PATHS.bench_runs), help="where the bench's run directories go")
     p.set_defaults(fn=_cmd_bench)
 
     p = sub.add_parser("chat", help="generate with a trained run (one-shot with --prompt, else interactive)")

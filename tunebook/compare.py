@@ -12,14 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunebook import learning_curve, records
-from tunebook.evaluate import LOWER_IS_BETTER, MAIN_METRIC, ensure_eval
+from tunebook.evaluate import ensure_eval, lower_is_better, main_metric
+from tunebook.atomic import atomic_path
+from tunebook.paths import PATHS
 from tunebook.records import EvalRecord, RunRecord
 from tunebook.runs import RunDir, atomic_write_text, dir_size, finished_runs
 
 DEFAULT_RECIPES = ("recipes/smollm2/full.yaml", "recipes/smollm2/lora.yaml", "recipes/smollm2/qlora.yaml")
 
 
-def collect(recipes: list[str], limit: int | None, runs_root: Path = Path("runs"), train_missing: bool = True) -> list[RunDir]:
+def collect(recipes: list[str], limit: int | None, runs_root: Path = PATHS.runs, train_missing: bool = True) -> list[RunDir]:
     """The latest finished run of each recipe (trained when missing), each with an eval.json
     and, when the eval has the learning-curve task, a learning_curve.json."""
     from tunebook.resolve import resolve
@@ -39,6 +41,11 @@ def collect(recipes: list[str], limit: int | None, runs_root: Path = Path("runs"
             learning_curve.ensure(run, limit)
         out.append(run)
     return out
+
+
+def save_png(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
 
 
 def to_html(markdown_text: str) -> str:
@@ -88,13 +95,13 @@ def build_report(runs: list[RunDir], out_dir: Path) -> Path:
     md = [f"# tunebook comparison ({time.strftime('%Y-%m-%d %H:%M')})", "",
           f"Base model: `{rows[0].eval.base.model}`; eval limit: {rows[0].eval.limit or 'all'} docs per task.", "",
           "## Quality (main metric per task; delta vs base)", "",
-          "| model | " + " | ".join(f"{t} ({MAIN_METRIC.get(t, '').split(',')[0]})" for t in tasks) + " |",
+          "| model | " + " | ".join(f"{t} ({main_metric(t).split(',')[0]})" for t in tasks) + " |",
           "|---|" + "---|" * len(tasks)]
-    md.append("| base | " + " | ".join(_score(base.get(t, {}), MAIN_METRIC.get(t, "")) for t in tasks) + " |")
+    md.append("| base | " + " | ".join(_score(base.get(t, {}), main_metric(t)) for t in tasks) + " |")
     for r in rows:
         cells = []
         for t in tasks:
-            m = MAIN_METRIC.get(t, "")
+            m = main_metric(t)
             v, b = r.eval.score(t, m), base.get(t, {}).get(m)
             cells.append(_score(r.eval.results[t], m)
                          + (f" ({v - b:+.3f})" if isinstance(v, float) and isinstance(b, float) else ""))
@@ -119,17 +126,17 @@ def build_report(runs: list[RunDir], out_dir: Path) -> Path:
     pngs = []
     labels = ["base"] + [r.name for r in rows]
     for t in tasks:
-        m = MAIN_METRIC.get(t, "")
+        m = main_metric(t)
         vals = [base.get(t, {}).get(m) or 0] + [r.eval.score(t, m) or 0 for r in rows]
         errs = [base.get(t, {}).get(m.replace(",", "_stderr,")) or 0] + \
                [r.eval.score(t, m.replace(",", "_stderr,")) or 0 for r in rows]
         errs = [e if isinstance(e, float) else 0 for e in errs]
         fig, ax = plt.subplots(figsize=(6, 3.2))
         ax.bar(labels, vals, yerr=errs, color=["#999"] + ["#4a7bd0", "#d0884a", "#5aa55a", "#a05ab0"][: len(rows)])
-        ax.set_title(f"{t}: {m.split(',')[0]} ({'lower' if t in LOWER_IS_BETTER else 'higher'} is better)")
+        ax.set_title(f"{t}: {m.split(',')[0]} ({'lower' if lower_is_better(t) else 'higher'} is better)")
         fig.tight_layout()
         png = out_dir / f"task-{t}.png"
-        fig.savefig(png, dpi=100)
+        save_png(fig, png)
         plt.close(fig)
         pngs.append(png)
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
@@ -141,7 +148,7 @@ def build_report(runs: list[RunDir], out_dir: Path) -> Path:
         ax.set_title(title)
         ax.tick_params(axis="x", labelrotation=20)
     fig.tight_layout()
-    fig.savefig(out_dir / "cost.png", dpi=100)
+    save_png(fig, out_dir / "cost.png")
     plt.close(fig)
     pngs.append(out_dir / "cost.png")
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -152,7 +159,7 @@ def build_report(runs: list[RunDir], out_dir: Path) -> Path:
     ax.set_ylabel("training loss")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out_dir / "loss.png", dpi=100)
+    save_png(fig, out_dir / "loss.png")
     plt.close(fig)
     pngs.append(out_dir / "loss.png")
     saved = {r.name: json.loads((run.path / learning_curve.FILE).read_text())
@@ -177,7 +184,7 @@ def build_report(runs: list[RunDir], out_dir: Path) -> Path:
         ax.set_ylabel(f"{learning_curve.TASK} {learning_curve.METRIC.split(',')[0]} (higher is better)")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(out_dir / "learning-curve.png", dpi=100)
+        save_png(fig, out_dir / "learning-curve.png")
         plt.close(fig)
         pngs.append(out_dir / "learning-curve.png")
     md += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs]

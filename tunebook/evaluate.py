@@ -14,19 +14,23 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
 
 from tunebook import records
+from tunebook.data.nba import SYSTEM  # the prompt the NBA rows were written with, defined once there
+from tunebook.errors import Problem, TunebookError
+from tunebook.paths import PATHS
 from tunebook.loading import POLICY, chat_template_text, load_base, load_run, run_config
 from tunebook.records import BaseScores, EvalRecord
 from tunebook.runs import RunDir, atomic_write_json
 
-TASKS_DIR = Path("eval/tasks")
+TASKS_DIR = PATHS.tasks
 DEFAULT_TASKS = ("nba_qa", "nba_mc", "control_mc", "nba_ppl")
-CACHE = Path("runs/.eval-cache")
-SYSTEM = "You are an NBA analytics assistant. Answer exactly, in one short sentence."
+CACHE = PATHS.eval_cache
 
 
 class _Loader(yaml.SafeLoader):
@@ -183,9 +187,32 @@ def evaluate_run(run: RunDir, tasks: list[str] | None = None, limit: int | None 
     return record
 
 
-MAIN_METRIC = {"nba_qa": "numeric_match,none", "nba_mc": "acc,none", "control_mc": "acc,none",
-               "nba_ppl": "word_perplexity,none"}
-LOWER_IS_BETTER = {"nba_ppl"}  # perplexity: the report's charts and the bench's regression checks flip for these
+@dataclass(frozen=True)
+class TaskMeta:
+    main_metric: str  # lm-eval's result key, "metric,filter"
+    higher_is_better: bool
+
+
+@lru_cache(maxsize=None)
+def task_meta(task: str, tasks_dir: Path = TASKS_DIR) -> TaskMeta:
+    """Read off the task's own YAML (`metadata.main_metric`, its `higher_is_better`), so a new
+    task needs no edit here."""
+    path = Path(tasks_dir) / f"{task}.yaml"
+    cfg = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    metric = (cfg.get("metadata") or {}).get("main_metric")
+    listed = {m["metric"]: m for m in cfg.get("metric_list") or []}
+    if metric not in listed:
+        raise TunebookError([Problem(str(path), "metadata.main_metric",
+                                     f"must name one of metric_list ({', '.join(listed)}), got {metric!r}")])
+    return TaskMeta(f"{metric},none", bool(listed[metric].get("higher_is_better", True)))
+
+
+def main_metric(task: str) -> str:
+    return task_meta(task).main_metric
+
+
+def lower_is_better(task: str) -> bool:
+    return not task_meta(task).higher_is_better
 
 
 def render(record: EvalRecord) -> str:

@@ -16,11 +16,12 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tunebook.evaluate import main_metric
 from tunebook.records import RunRecord
 from tunebook.runs import RunDir, atomic_write_json
 
 TASK = "nba_mc"
-METRIC = "acc,none"
+METRIC = main_metric(TASK)
 FILE = "learning_curve.json"
 CAP = 200
 

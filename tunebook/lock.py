@@ -12,10 +12,11 @@ from pathlib import Path
 import yaml
 
 from tunebook.errors import Problem, TunebookError
+from tunebook.paths import PATHS
 from tunebook.recipe import load_recipe
 from tunebook.runs import atomic_write_text
 
-RECIPES_ROOT = Path("recipes")
+RECIPES_ROOT = PATHS.recipes
 LOCK_NAME = "versions.lock"
 CHANGELOG_NAME = "CHANGELOG.md"
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunebook.engines.timing import PROFILE_ENV
+from tunebook.paths import PATHS
 
 # First match wins; names are torch/bitsandbytes op names as the profiler reports them.
 KINDS: list[tuple[str, tuple[str, ...]]] = [
@@ -62,7 +63,7 @@ def fold(ops: list[dict]) -> dict[str, float]:
 
 
 def profile(recipe: str | Path, args: str = "", engine: str | None = None, first: int = 3, last: int = 6,
-            runs_root: Path = Path("runs/profile")) -> StepProfile:
+            runs_root: Path = PATHS.profile_runs) -> StepProfile:
     """Profile steps first..last (the first steps pay one-time costs: warm-up, allocator)."""
     from tunebook.train import train
 

@@ -12,68 +12,27 @@ A run killed by SIGKILL keeps INCOMPLETE and status "running": never mistaken fo
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tunebook.atomic import atomic_save_pretrained, atomic_write_json, atomic_write_text  # noqa: F401 (re-exported)
+from tunebook.paths import PATHS
 
 if TYPE_CHECKING:
     from tunebook.records import RunRecord
 
-RUNS_ROOT = Path("runs")
+RUNS_ROOT = PATHS.runs
 MARKER = "INCOMPLETE"
 TRACKED_PACKAGES = (
     "tunebook", "axolotl", "torch", "transformers", "peft", "trl", "datasets", "accelerate",
     "bitsandbytes", "unsloth", "unsloth_zoo", "lm_eval",
 )
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_save_pretrained(final: Path, *objects) -> Path:
-    """save_pretrained each object into a temp folder beside `final`, then rename it into place.
-
-    A killed save leaves a hidden temp folder, never a half-written model at `final`.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    tmp.chmod(0o755)
-    try:
-        for obj in objects:
-            obj.save_pretrained(tmp)  # safetensors is the default in transformers 5
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def package_versions() -> dict[str, str]:
@@ -181,7 +140,7 @@ def find_run(recipe_name: str, run: str | None = None, root: Path = RUNS_ROOT) -
         runs = finished_runs(recipe_name, root)
         if not runs:
             raise TunebookError([Problem(str(Path(root) / recipe_name), "", "no finished run of this recipe")],
-                                hint=f"train it first: make train RECIPE=<its path>")
+                                hint="train it first: make train RECIPE=<its path>")
         found = runs[-1]
     if not found.is_complete:
         raise TunebookError([Problem(str(found.path), "", "not a finished run (missing, failed or INCOMPLETE)")])

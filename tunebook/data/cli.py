@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from tunebook.errors import Problem, TunebookError
+from tunebook.paths import PATHS
 
 
 def tokenizer_for(source: str):
@@ -89,7 +90,7 @@ def cmd_stats(a) -> int:
     cfg = load_recipe(a.recipe).engine_config
     data = Path(a.data or cfg["datasets"][0]["path"])
     tok = tokenizer_for(a.tokenizer or a.recipe)
-    png = Path(a.png) if a.png else Path("reports/data") / f"{data.parent.name}-{data.stem}-lengths.png"
+    png = Path(a.png) if a.png else PATHS.reports / "data" / f"{data.parent.name}-{data.stem}-lengths.png"
     stats = report(data, tok, int(cfg.get("sequence_len") or 2048), png)
     print(f"== token lengths of {data} with {a.recipe}'s tokenizer and chat template")
     print(render(stats))

@@ -98,6 +98,8 @@ def detect_format(path: Path, sample: int = 50) -> str:
 
 
 def _tmp_beside(path: Path):
+    """Output and rejects are renamed into place together, at the end (not atomic_path's
+    one-file block): a killed run leaves neither."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     return os.fdopen(fd, "w", encoding="utf-8"), Path(tmp)

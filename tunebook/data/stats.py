@@ -52,7 +52,10 @@ def report(data: Path, tokenizer, sequence_len: int, png: Path | None = None) ->
         ax.legend()
         fig.tight_layout()
         png.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(png, dpi=110)
+        from tunebook.atomic import atomic_path
+
+        with atomic_path(png) as tmp:
+            fig.savefig(tmp, dpi=110)
         plt.close(fig)
         stats["histogram"] = str(png)
     return stats

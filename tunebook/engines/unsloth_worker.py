@@ -94,9 +94,9 @@ def main(config_path: str, metrics_path: str) -> int:
         "timing": {"startup_s": round(t_train - t0, 2), "train_s": round(t_end - t_train, 2)},
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
-    tmp = Path(metrics_path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(metrics, default=float), encoding="utf-8")
-    os.replace(tmp, metrics_path)
+    from tunebook.atomic import atomic_write_text
+
+    atomic_write_text(Path(metrics_path), json.dumps(metrics, default=float))
     return 0
 
 
