@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunebook.errors import Problem, TunebookError
-from tunebook.recipe import apply_overrides, load_recipe, parse_overrides
 
 
 @dataclass
@@ -42,8 +41,9 @@ def _strategy(config: dict):
 
 
 def tokenize(recipe_path: str | Path, args: str = "", limit: int | None = None):
-    recipe = load_recipe(recipe_path)
-    config = apply_overrides(recipe.config, parse_overrides(args))
+    from tunebook.resolve import resolve
+
+    config = resolve(recipe_path, args).config  # as `make train` would read it, checked the same way
     tok, strategy, data = _strategy(config)
     rows: list[Tokenized] = []
     with open(data, encoding="utf-8") as f:

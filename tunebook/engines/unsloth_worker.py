@@ -3,9 +3,6 @@ patches them), which is one more reason each run is its own process."""
 
 from __future__ import annotations
 
-import json
-import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -24,12 +21,9 @@ def main(config_path: str, metrics_path: str) -> int:
     from unsloth import FastLanguageModel
     from unsloth.chat_templates import train_on_responses_only
 
-    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
-    if threads > 0:
-        torch.set_num_threads(threads)
-    from tunebook.engines import timing
+    from tunebook.engines import worker
 
-    timing.install()
+    worker.begin()
     from datasets import load_dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -68,16 +62,13 @@ def main(config_path: str, metrics_path: str) -> int:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
 
-    import bitsandbytes as bnb
-
     state = trainer.state
     steps = state.global_step
     rows_seen = steps * args.per_device_train_batch_size * args.gradient_accumulation_steps
     # Rows come in a seeded shuffle; rows of one dataset are alike, so count as many rows as seen.
     seen = [labels[i % len(labels)] for i in range(rows_seen)]
     metrics = {
-        "time_to_first_step_s": timing.time_to_first_step(t0),
-        "threads": timing.thread_use(),
+        **worker.common_metrics(t0, args, model),
         "log_history": state.log_history,
         "global_step": steps,
         "tokens_total": int(sum(len(x) for x in seen)),
@@ -86,17 +77,9 @@ def main(config_path: str, metrics_path: str) -> int:
         "masking": {"instruction_part": instruction, "response_part": response},
         "packing": {"packed": bool(args.packing), "strategy": args.packing_strategy if args.packing else None,
                     "restored_after_unsloth_cpu": restored},
-        **timing.token_counts(),
-        "precision": timing.precision(args, model),
-        "linear4bit_modules": sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()),
-        "trainable_params": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
-        "total_params": int(sum(p.numel() for p in model.parameters())),
         "timing": {"startup_s": round(t_train - t0, 2), "train_s": round(t_end - t_train, 2)},
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
-    from tunebook.atomic import atomic_write_text
-
-    atomic_write_text(Path(metrics_path), json.dumps(metrics, default=float))
+    worker.write_metrics(metrics_path, metrics)
     return 0
 
 
