@@ -55,7 +55,7 @@ def _cmd_show(a) -> int:
     from tunebook.recipe import dump_yaml
     from tunebook.resolve import resolve
 
-    resolved = resolve(a.recipe, a.args, engine=a.engine, check_inputs=False)
+    resolved = resolve(a.recipe, a.args, engine=a.engine)  # the checks `make train` makes
     print(dump_yaml(resolved.adapted))
     print(f"# adapted for {resolved.machine.kind}:")
     for c in resolved.changes:

@@ -15,3 +15,5 @@ def quiet_imports() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     # bitsandbytes asks the (offline) hub to vouch for a kernel on every import
     warnings.filterwarnings("ignore", message=".*publisher trust check.*")
+    # Axolotl's DPO collator imports from trl.experimental, a warning meant for TRL's users
+    warnings.filterwarnings("ignore", message=".*importing from 'trl.experimental'.*")

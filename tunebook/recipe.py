@@ -142,7 +142,13 @@ def load_recipe(path: str | Path) -> Recipe:
             [Problem(str(path), "", "no such recipe file")],
             hint="`make list` shows the shipped recipes",
         )
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise TunebookError([Problem(str(path), "", f"not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                                     "save the recipe as UTF-8", line)]) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         config = yaml.safe_load(text)
@@ -155,7 +161,27 @@ def load_recipe(path: str | Path) -> Recipe:
     lines: dict[str, int] = {}
     if node is not None:
         _key_lines(node, "", lines)
+        dupes = _duplicate_keys(node, "", str(path))
+        if dupes:
+            raise TunebookError(dupes, hint="YAML keeps the last of two equal keys: delete the one you did not mean")
     return Recipe(path=path, config=config, lines=lines)
+
+
+def _duplicate_keys(node: yaml.Node, prefix: str, source: str) -> list[Problem]:
+    out: list[Problem] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if key_node.value in seen:
+                out.append(Problem(source, f"{prefix}{key_node.value}",
+                                   f"set twice, on lines {seen[key_node.value]} and {line}", line))
+            seen.setdefault(key_node.value, line)
+            out += _duplicate_keys(value_node, f"{prefix}{key_node.value}.", source)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out += _duplicate_keys(item, f"{prefix}{i}.", source)
+    return out
 
 
 def parse_overrides(args: str | list[str] | None) -> dict[str, Any]:

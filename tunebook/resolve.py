@@ -63,11 +63,27 @@ def _in_hf_cache(repo_id: str) -> bool:
     return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
 
 
+def model_folder_problem(folder: Path) -> str | None:
+    """What keeps `folder` from being a model transformers can load, in words; None if nothing."""
+    if not folder.is_dir():
+        return "is a file, not a model folder (a GGUF file? `make setup` converts the embedded one)"
+    if not (folder / "config.json").is_file():
+        return "has no config.json: not a Hugging Face model folder"
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("pytorch_model*.bin")):
+        return "has config.json but no weights (*.safetensors)"
+    return None
+
+
 def preflight(config: dict, where, online: bool = False) -> None:
     """Catch missing local inputs before an engine spends a minute starting up."""
     problems = []
     base = str(config.get("base_model") or "")
-    if base and not Path(base).exists():
+    if base and Path(base).exists():
+        missing = model_folder_problem(Path(base))
+        if missing:
+            src, line = where("base_model")
+            problems.append(Problem(src, "base_model", f"'{base}' {missing}", line))
+    elif base:
         looks_local = base.startswith((".", "/", "models/")) or base.count("/") != 1
         if looks_local or not (online or _in_hf_cache(base)):
             src, line = where("base_model")

@@ -143,7 +143,9 @@ def validate(config: dict[str, Any], where, *, capabilities=None, env_capabiliti
     `where(dotted_key) -> (source, line)` points each problem at the recipe line or at ARGS
     (`Recipe.where`). Overrides are applied before, by `resolve`, never here.
     """
-    problems = unknown_key_problems(config, where) + _meta_problems(config, where)
+    from tunebook.value_checks import value_problems
+
+    problems = unknown_key_problems(config, where) + _meta_problems(config, where) + value_problems(config, where)
     if not problems:
         problems = schema_problems(config, where, capabilities, env_capabilities)
     if problems:

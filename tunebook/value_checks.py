@@ -1,0 +1,152 @@
+"""Values Axolotl's schema accepts and the engine later chokes on, checked before launch.
+
+Axolotl types `micro_batch_size` as an int but not as a positive one, takes any string as
+an optimizer or scheduler and resolves a dataset `type` only when it loads the data; each of
+those ends minutes later in a library traceback. Here each is one line at its key, with the
+closest valid value for a typo (validation.suggest).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from tunebook.errors import Problem
+
+# key -> (lowest, highest, low bound included, high bound included, integer)
+RANGES: dict[str, tuple[float, float, bool, bool, bool]] = {
+    "micro_batch_size": (1, math.inf, True, False, True),
+    "gradient_accumulation_steps": (1, math.inf, True, False, True),
+    "eval_batch_size": (1, math.inf, True, False, True),
+    "sequence_len": (1, math.inf, True, False, True),
+    "lora_r": (1, math.inf, True, False, True),
+    "logging_steps": (1, math.inf, True, False, True),
+    "warmup_steps": (0, math.inf, True, False, True),
+    "save_total_limit": (1, math.inf, True, False, True),
+    "learning_rate": (0, math.inf, False, False, False),
+    "num_epochs": (0, math.inf, False, False, False),
+    "lora_alpha": (0, math.inf, False, False, False),
+    "loraplus_lr_ratio": (0, math.inf, False, False, False),
+    "save_steps": (0, math.inf, False, False, False),
+    "weight_decay": (0, math.inf, True, False, False),
+    "max_grad_norm": (0, math.inf, True, False, False),
+    "warmup_ratio": (0, 1, True, False, False),
+    "val_set_size": (0, 1, True, False, False),
+    "lora_dropout": (0, 1, True, False, False),
+}
+
+
+def _range_text(lo, hi, lo_in, hi_in, integer) -> str:
+    kind = "an integer" if integer else "a number"
+    if hi == math.inf:
+        return f"{kind} {'>=' if lo_in else '>'} {lo:g}"
+    return f"{kind} in {'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
+
+
+def range_problems(config: dict[str, Any], where) -> list[Problem]:
+    out = []
+    for key, (lo, hi, lo_in, hi_in, integer) in RANGES.items():
+        value = config.get(key)
+        if value is None:
+            continue
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not (
+            integer and not float(value).is_integer())
+        if ok:
+            ok = (value >= lo if lo_in else value > lo) and (value <= hi if hi_in else value < hi)
+        if not ok:
+            src, line = where(key)
+            out.append(Problem(src, key, f"must be {_range_text(lo, hi, lo_in, hi_in, integer)}, got {value!r}", line))
+    steps = config.get("max_steps")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps == 0 or steps < -1):
+        src, line = where("max_steps")
+        out.append(Problem(src, "max_steps", f"must be a positive integer (or -1 for no limit), got {steps!r}", line))
+    return out
+
+
+@lru_cache(maxsize=None)
+def optimizers() -> frozenset[str]:
+    from axolotl.utils.schemas.enums import CustomSupportedOptimizers
+    from transformers.training_args import OptimizerNames
+
+    return frozenset({o.value for o in OptimizerNames} | {o.value for o in CustomSupportedOptimizers})
+
+
+@lru_cache(maxsize=None)
+def schedulers() -> frozenset[str]:
+    from transformers.trainer_utils import SchedulerType
+
+    return frozenset({s.value for s in SchedulerType} | {"one_cycle", "rex"})  # Axolotl's own two
+
+
+@lru_cache(maxsize=None)
+def chat_templates() -> frozenset[str]:
+    from axolotl.utils.schemas.enums import ChatTemplate
+
+    return frozenset(t.value for t in ChatTemplate)
+
+
+def _modules(package: str) -> set[str]:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return set()
+    root = Path(list(spec.submodule_search_locations)[0])
+    return {p.stem for p in root.iterdir() if not p.name.startswith("_") and (p.suffix == ".py" or p.is_dir())
+            and p.name != "__pycache__"}
+
+
+@lru_cache(maxsize=None)
+def dataset_types(rl: str | None) -> frozenset[str]:
+    """The base names Axolotl resolves a dataset `type` to: its prompt-strategy modules (the
+    preference ones for DPO-style training) and its built-in instruction handlers."""
+    if rl in ("dpo", "ipo", "simpo"):
+        return frozenset(_modules("axolotl.prompt_strategies.dpo"))
+    if rl in ("orpo", "kto"):
+        return frozenset(_modules(f"axolotl.prompt_strategies.{rl}"))
+    from axolotl.utils.data.wrappers import DATASET_HANDLERS
+
+    return frozenset(_modules("axolotl.prompt_strategies") | set(DATASET_HANDLERS) | {"messages"})
+
+
+def _user_module(type_: str) -> bool:
+    """`type: my_pkg.my_strategy` names the user's own module: allowed when it imports."""
+    head = type_.rsplit(".", 1)[0]
+    try:
+        return "." in type_ and importlib.util.find_spec(head) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def choice_problems(config: dict[str, Any], where) -> list[Problem]:
+    from tunebook.validation import suggest
+
+    out = []
+
+    def check(key: str, value: Any, valid: frozenset[str], what: str) -> None:
+        if isinstance(value, str) and value not in valid:
+            src, line = where(key)
+            out.append(Problem(src, key, f"unknown {what} '{value}'{suggest(value, set(valid))}", line))
+
+    check("optimizer", config.get("optimizer"), optimizers(), "optimizer")
+    check("lr_scheduler", config.get("lr_scheduler"), schedulers(), "scheduler")
+    template = config.get("chat_template")
+    if isinstance(template, str) and not template.startswith("tokenizer_default_fallback_"):
+        check("chat_template", template, chat_templates(), "chat template")
+    valid = dataset_types(config.get("rl"))
+    for list_key in ("datasets", "test_datasets"):
+        for i, ds in enumerate(config.get(list_key) or []):
+            type_ = ds.get("type") if isinstance(ds, dict) else None
+            if not isinstance(type_, str) or _user_module(type_):
+                continue
+            base = type_.split(":")[0].split(".")[0]
+            if base not in valid:
+                src, line = where(f"{list_key}.{i}.type")
+                out.append(Problem(src, f"{list_key}.{i}.type",
+                                   f"unknown dataset type '{type_}'{suggest(base, set(valid))}", line))
+    return out
+
+
+def value_problems(config: dict[str, Any], where) -> list[Problem]:
+    return range_problems(config, where) + choice_problems(config, where)
