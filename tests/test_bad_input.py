@@ -120,3 +120,69 @@ def test_the_command_line_shows_no_traceback(tmp_path):
                            "--runs", str(tmp_path / "runs")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
     assert proc.stderr.strip().splitlines()[0] == "error: ARGS: micro_batch_size: must be an integer >= 1, got -1"
+
+
+def _chat(user="Who won?", answer="The Celtics.", role="assistant") -> str:
+    import json
+
+    return json.dumps({"messages": [{"role": "user", "content": user}, {"role": role, "content": answer}]})
+
+
+GOOD = _chat()
+DATA_CASES = [
+    ("one broken JSON line", [GOOD, "{not json", GOOD], [":2:"]),
+    ("rows without the messages field", [GOOD, '{"conversation": []}'], [":2:", "no 'messages' field"]),
+    ("content not a string", [GOOD, '{"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "x"}]}'],
+     [":2:", "content must be a string"]),
+    ("a role the template does not know", [_chat(role="bot")], [":1:", "'bot'"]),
+    ("last turn not the assistant's", ['{"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]}'],
+     [":1:", "nothing to learn"]),
+    ("a row that is a list", [GOOD, "[1, 2]"], [":2:", "JSON object"]),
+    ("empty assistant answer", [_chat(answer=" ")], [":1:", "empty"]),
+]
+
+
+@pytest.mark.parametrize("name,lines,expect", DATA_CASES, ids=[c[0] for c in DATA_CASES])
+def test_bad_training_data_is_refused_before_the_engine(name, lines, expect, tmp_path, capsys):
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    runs = tmp_path / "runs"
+    code = main(["train", str(LORA), "--args", f"datasets.0.path={data}", "--runs", str(runs)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert all(f"{data}{piece}" in err if piece.startswith(":") else piece in err for piece in expect), err
+    assert f"make data IN={data} TO=messages" in err and not runs.exists()
+
+
+def test_data_problems_past_ten_are_counted_and_bytes_that_are_not_utf8_are_a_row(tmp_path, capsys):
+    data = tmp_path / "train.jsonl"
+    data.write_bytes(("\n".join([GOOD] + ["{broken"] * 14) + "\n").encode() + b'{"messages": "caf\xe9"}\n')
+    assert main(["show", str(LORA), "--args", f"datasets.0.path={data}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count(f"error: {data}:") == 11 and "... and 5 more rows like these" in err
+
+
+def test_empty_data_file_and_rows_all_longer_than_sequence_len(tmp_path, capsys):
+    data = tmp_path / "train.jsonl"
+    data.write_text("")
+    assert main(["show", str(LORA), "--args", f"datasets.0.path={data}"]) == 2
+    assert "the file is empty" in capsys.readouterr().err
+    data.write_text(_chat(user="word " * 200) + "\n")
+    assert main(["show", str(LORA), "--args", f"datasets.0.path={data} sequence_len=64"]) == 2
+    assert "longer than sequence_len (64)" in capsys.readouterr().err
+
+
+def test_a_checked_file_is_not_checked_again(tmp_path, monkeypatch):
+    from tunebook.data import preflight
+    from tunebook.resolve import resolve
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join([GOOD] * 5) + "\n")
+    monkeypatch.setattr("tunebook.resolve.PATHS", type("P", (), {"data_checks": tmp_path / "cache"})())
+    first = resolve(LORA, f"datasets.0.path={data}").data[0]
+    assert first.rows == 5 and first.trained_tokens > 0 and first.too_long == 0
+    monkeypatch.setattr(preflight, "_strategy", lambda *a: pytest.fail("tokenized again"))
+    assert resolve(LORA, f"datasets.0.path={data}").data[0] == first
+    data.write_text("\n".join([GOOD] * 6) + "\n")  # another file content: checked afresh
+    with pytest.raises(BaseException, match="tokenized again"):
+        resolve(LORA, f"datasets.0.path={data}")

@@ -7,6 +7,7 @@ One run per method (module-scoped), shared by the checks below: each engine proc
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -135,9 +136,14 @@ def test_qlora_trained_real_bitsandbytes_4bit_layers(runs, tiny_llama):
 
 
 def test_engine_failure_leaves_the_run_marked_incomplete(tmp_path, tiny_llama):
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\nthis is not json\n')
-    recipe = write_tiny_recipe(Path("recipes/smollm2/lora.yaml"), tmp_path / "recipe.yaml", tiny_llama, bad)
+    # weights that pass every check before launch (a config, a .safetensors file) but do not load
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_llama, broken)
+    for f in broken.glob("*.safetensors"):
+        f.write_bytes(b"not a safetensors file")
+    data = tmp_path / "ok.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n' * 8)
+    recipe = write_tiny_recipe(Path("recipes/smollm2/lora.yaml"), tmp_path / "recipe.yaml", broken, data)
     with pytest.raises(TunebookError) as info:
         train(recipe, runs_root=tmp_path / "runs", echo=False)
     assert info.value.exit_code == 1 and "INCOMPLETE" in info.value.hint

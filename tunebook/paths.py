@@ -31,6 +31,11 @@ class Paths:
         return self.runs / ".eval-cache"
 
     @property
+    def data_checks(self) -> Path:
+        """Training-data checks, keyed by file hash (data/preflight.py)."""
+        return self.runs / ".data-check"
+
+    @property
     def tasks(self) -> Path:
         return self.root / "eval" / "tasks"
 

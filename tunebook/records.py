@@ -66,6 +66,7 @@ class RunRecord(_Record):
     engine: str
     overrides: dict[str, Any] = Field(default_factory=dict)
     adaptations: list[dict[str, Any]] = Field(default_factory=list)
+    data: list[dict[str, Any]] = Field(default_factory=list)  # each dataset as checked before launch
     seed: int | None = None
     git_commit: str | None = None
     tunebook_version: str | None = None

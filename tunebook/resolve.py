@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from tunebook.adapt import Change, adapt_config
+from tunebook.data.preflight import DataCheck, check_training_data
 from tunebook.engines import get_engine
 from tunebook.errors import Problem, TunebookError
 from tunebook.machine import Machine, detect
+from tunebook.paths import PATHS
 from tunebook.recipe import Recipe, RecipeMeta, apply_overrides, content_hash, load_recipe, parse_overrides
 from tunebook.validation import validate
 
@@ -36,6 +38,7 @@ class Resolved:
     adapted: dict[str, Any]  # fitted to `machine`: what the engine is given
     changes: list[Change] = field(default_factory=list)
     machine: Machine | None = None
+    data: list[DataCheck] = field(default_factory=list)  # the training data as checked (check_inputs)
 
     @property
     def meta(self) -> RecipeMeta:
@@ -126,4 +129,5 @@ def resolve(recipe: str | Path | Recipe, args: str | list[str] | None = None, en
         unhonoured.append(Problem(source, p.key, p.message, line))
     if unhonoured:
         raise TunebookError(unhonoured, hint=f"engine '{engine_name}' is set in recipe.engine (override: ENGINE=axolotl)")
-    return Resolved(recipe, overrides, config, adapted, changes, machine)
+    data = check_training_data(config, where, PATHS.data_checks) if check_inputs else []
+    return Resolved(recipe, overrides, config, adapted, changes, machine, data)

@@ -63,6 +63,8 @@ def launch(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) -
         "engine": meta.engine,
         "overrides": overrides,
         "adaptations": [c.to_dict() for c in changes + env_changes],
+        "data": [{"path": d.path, "rows": d.rows, "trained_tokens": d.trained_tokens, "too_long": d.too_long}
+                 for d in resolved.data],
         "seed": config.get("seed"),
         "git_commit": git_commit(),
         "tunebook_version": __version__,
@@ -73,6 +75,10 @@ def launch(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) -
     run.write_record(record)
     if echo:
         print(f"run directory: {run.path}")
+        for d in resolved.data:
+            print(f"  data {d.path}: {d.rows} rows" + (f", {d.trained_tokens} trained tokens" if d.trained_tokens else "")
+                  + (f"; {d.too_long} longer than sequence_len {config.get('sequence_len')} (the engine drops or "
+                     "cuts them)" if d.too_long else ""))
         for c in changes + env_changes:
             print(f"  adapted {c}")
 
