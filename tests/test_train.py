@@ -151,7 +151,10 @@ def test_engine_failure_leaves_the_run_marked_incomplete(tmp_path, tiny_llama):
     run = RunDir(run_path)
     assert (run_path / MARKER).exists() and not run.is_complete
     record = json.loads(run.record_path.read_text())
-    assert record["status"] == "failed" and "engine exited with code" in record["error"]
+    assert record["status"] == "failed" and "Error" in record["error"] and "\n" not in record["error"]
+    # one line of cause on the terminal, the traceback in the log it names
+    assert len(info.value.problems) == 1 and "Traceback" not in info.value.render()
+    assert str(run.log) in info.value.hint and "Traceback" in run.log.read_text()
     assert not (run_path.parent / "latest").exists()
 
 
@@ -370,3 +373,26 @@ def test_an_eval_is_reused_only_for_the_same_question(runs, tmp_path, monkeypatc
     real = ev.task_versions
     monkeypatch.setattr(ev, "task_versions", lambda tasks, *a: {**real(tasks, *a), "nba_mc": "v9-changed"})
     assert not ev.ensure_eval(run, ["nba_mc", "control_mc"], 3).reused
+
+
+def test_a_non_finite_loss_stops_the_run_and_fails_it(tiny_llama, memorise_data, tmp_path):
+    """An exploding run must not end as 'finished' with loss NaN: the watchdog stops at the
+    first non-finite loss and the run is failed, with the step."""
+    from conftest import write_tiny_recipe
+
+    recipe = write_tiny_recipe(Path("recipes/smollm2/lora.yaml"), tmp_path / "r.yaml", tiny_llama, memorise_data,
+                               max_steps=6, learning_rate=1e30, max_grad_norm=0.0, bf16=False)
+    with pytest.raises(TunebookError, match=r"the loss became (nan|inf) at step \d") as info:
+        train(recipe, runs_root=tmp_path / "runs", echo=False)
+    assert info.value.exit_code == 1
+    (run_path,) = (tmp_path / "runs" / "smollm2-lora").iterdir()
+    record = json.loads((run_path / "run.json").read_text())
+    assert record["status"] == "failed" and len(record["loss_curve"]) < 6  # stopped early
+    assert not (run_path.parent / "latest").exists()
+
+
+def test_zero_trained_tokens_is_a_failure():
+    from tunebook.train import _not_learning
+
+    assert "0 tokens" in _not_learning({"tokens_trainable": 0, "global_step": 3})
+    assert _not_learning({"tokens_trainable": 10, "global_step": 3, "nonfinite_loss": None}) is None

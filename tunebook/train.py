@@ -9,7 +9,8 @@ from pathlib import Path
 from tunebook import __version__
 from tunebook.adapt import engine_env
 from tunebook.engines import get_engine
-from tunebook.errors import TunebookError
+from tunebook.engines.process import EngineFailed
+from tunebook.errors import Problem, TunebookError
 from tunebook.machine import Machine
 from tunebook.recipe import content_hash, dump_yaml
 from tunebook.records import SCHEMA_VERSION, RunRecord, dump
@@ -88,6 +89,11 @@ def launch(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) -
     except KeyboardInterrupt:
         run.write_record(_update(record, status="interrupted", wall_time_s=round(time.time() - t0, 2)))
         raise
+    except EngineFailed as exc:
+        run.write_record(_update(record, status="failed", error=exc.cause, wall_time_s=round(time.time() - t0, 2)))
+        raise TunebookError([Problem("engine", _key_named(exc.cause, config), exc.cause)], exit_code=1,
+                            hint=f"the traceback is in {exc.log}; the run directory {run.path} is marked "
+                                 "INCOMPLETE") from None
     except Exception as exc:
         run.write_record(_update(record, status="failed", error=str(exc).splitlines()[0],
                                  wall_time_s=round(time.time() - t0, 2)))
@@ -100,6 +106,11 @@ def launch(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) -
                "add rows, or pass ARGS=\"micro_batch_size=1\" or ARGS=\"sample_packing=false\"")
         run.write_record(_update(record, status="failed", error=msg, wall_time_s=wall))
         raise TunebookError(msg, exit_code=1, hint=f"the run directory {run.path} is marked INCOMPLETE")
+    bad = _not_learning(metrics)
+    if bad:
+        run.write_record(_update(record, status="failed", error=bad, wall_time_s=wall,
+                                 loss_curve=_loss_curve(metrics.get("log_history", []))))
+        raise TunebookError(bad, exit_code=1, hint=f"the run directory {run.path} is marked INCOMPLETE")
     curve = _loss_curve(metrics.get("log_history", []))
     summary = next((e for e in reversed(metrics.get("log_history", [])) if "train_runtime" in e), {})
     train_s = float(summary.get("train_runtime") or metrics["timing"]["train_s"])
@@ -141,6 +152,25 @@ def launch(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) -
     if echo:
         print_summary(record)
     return run
+
+
+def _not_learning(metrics: dict) -> str | None:
+    """A run that trained on nothing or on NaN is a failure, whatever the engine's exit code."""
+    bad = metrics.get("nonfinite_loss")
+    if bad:
+        return (f"the loss became {bad['loss']} at step {bad['step']}; training stopped there. Lower "
+                "learning_rate, or set max_grad_norm, or check the data (make inspect)")
+    if metrics.get("tokens_trainable") == 0:
+        return ("the engine trained on 0 tokens: every label was masked (roles_to_train, train_on_eos, "
+                "the chat template); make inspect shows which tokens carry loss")
+    return None
+
+
+def _key_named(message: str, config: dict) -> str:
+    """The recipe key an engine's error names, if it names one ('' otherwise)."""
+    from tunebook.validation import _key_in_message
+
+    return _key_in_message(message, config)
 
 
 def _update(record: RunRecord, **fields) -> RunRecord:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,9 +49,22 @@ def run_worker(module: str, run: RunDir, config_path: Path, env: dict[str, str],
     return json.loads(metrics_path.read_text(encoding="utf-8"))
 
 
+CAUSE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Interrupt)):\s*(.*)$")
+
+
 class EngineFailed(RuntimeError):
+    """The engine process failed; `cause` is the one line a user needs (the exception that
+    ended it), the traceback stays in the log."""
+
     def __init__(self, returncode: int, log: Path):
         self.returncode = returncode
         self.log = log
-        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-25:]
-        super().__init__(f"engine exited with code {returncode}; last lines of {log}:\n" + "\n".join(tail))
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        found = [m for m in map(CAUSE.match, (line.strip() for line in lines)) if m]
+        if found:
+            self.cause = f"{found[-1].group(1)}: {found[-1].group(2)}".strip().rstrip(":")
+        elif returncode < 0:
+            self.cause = f"killed by signal {-returncode}" + (" (out of memory?)" if returncode == -9 else "")
+        else:
+            self.cause = f"exited with code {returncode}"
+        super().__init__(f"engine exited with code {returncode}: {self.cause}")

@@ -14,6 +14,7 @@ FIRST_STEP: dict[str, float] = {}
 TOKENS = {"real": 0, "slots": 0}
 STEPS = {"n": 0}
 WATCH: dict = {}
+NONFINITE: dict = {}  # the first optimizer step whose loss was NaN or inf, and the value
 
 
 def real_tokens(inputs, pad_token_id: int | None = None) -> tuple[int, int]:
@@ -72,12 +73,24 @@ def install() -> None:
             profiler.after()
         FIRST_STEP.setdefault("at", time.time())
         STEPS["n"] += 1
+        _watchdog(self, out)
         if "watcher" in WATCH:
             WATCH["watcher"].step(STEPS["n"])
         return out
 
     training_step._tunebook_timed = True
     transformers.Trainer.training_step = training_step
+
+
+def _watchdog(trainer, loss) -> None:
+    """Stop at the first non-finite loss: every later step would only train on NaN, and a run
+    that ends with loss NaN must read as failed, not finished (train.launch marks it)."""
+    import math
+
+    value = float(loss.detach().float().item()) if hasattr(loss, "detach") else float(loss)
+    if not math.isfinite(value) and not NONFINITE:
+        NONFINITE.update(step=trainer.state.global_step + 1, loss=str(value))
+        trainer.control.should_training_stop = True
 
 
 def thread_use() -> dict:

@@ -41,6 +41,7 @@ def common_metrics(t0: float, args, model) -> dict[str, Any]:
         **timing.token_counts(),
         "precision": timing.precision(args, model),
         "linear4bit_modules": count_linear4bit(model),
+        "nonfinite_loss": dict(timing.NONFINITE) or None,
         "trainable_params": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
         "total_params": int(sum(p.numel() for p in model.parameters())),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
