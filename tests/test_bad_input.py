@@ -186,3 +186,24 @@ def test_a_checked_file_is_not_checked_again(tmp_path, monkeypatch):
     data.write_text("\n".join([GOOD] * 6) + "\n")  # another file content: checked afresh
     with pytest.raises(BaseException, match="tokenized again"):
         resolve(LORA, f"datasets.0.path={data}")
+
+
+def test_trust_remote_code_is_off_unless_asked_and_loud_when_on(capsys):
+    from tunebook.resolve import resolve
+
+    assert not resolve(LORA, check_inputs=False).adapted.get("trust_remote_code")
+    assert "trust_remote_code" not in capsys.readouterr().err
+    assert main(["show", str(LORA), "--args", "trust_remote_code=true"]) == 0
+    assert "warning: ARGS: trust_remote_code is on" in capsys.readouterr().err
+
+
+def test_run_outputs_load_only_as_safetensors(tmp_path):
+    from tunebook.errors import TunebookError
+    from tunebook.loading import load
+
+    adapter = tmp_path / "output"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.bin").write_bytes(b"pickle")
+    with pytest.raises(TunebookError, match="only as safetensors"):
+        load({"base_model": "models/smollm2-135m-instruct"}, adapter)

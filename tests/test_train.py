@@ -396,3 +396,53 @@ def test_zero_trained_tokens_is_a_failure():
 
     assert "0 tokens" in _not_learning({"tokens_trainable": 0, "global_step": 3})
     assert _not_learning({"tokens_trainable": 10, "global_step": 3, "nonfinite_loss": None}) is None
+
+
+def test_sigterm_stops_the_engine_and_marks_the_run_interrupted(tiny_llama, memorise_data, tmp_path):
+    """A CI timeout sends SIGTERM: the engine must not train on, orphaned, under a run.json
+    that says `running` forever."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import write_tiny_recipe
+
+    recipe = write_tiny_recipe(Path("recipes/smollm2/lora.yaml"), tmp_path / "r.yaml", tiny_llama, memorise_data,
+                               max_steps=100000)
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "tunebook", "train", str(recipe), "--runs", str(runs)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    logs = []
+    while time.time() < deadline and not any("'loss'" in p.read_text(errors="replace") for p in logs):
+        time.sleep(1)
+        logs = list(runs.glob("*/*/logs/engine.log"))
+    assert logs, "the engine never reached a training step"
+    config = str(logs[0].parents[1] / "config.yaml")
+
+    def engine_alive() -> bool:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if config in cmdline.read_bytes().decode(errors="replace"):
+                    return True
+            except OSError:
+                continue
+        return False
+
+    assert engine_alive()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130, proc.stderr.read()
+    assert not engine_alive(), "the engine kept training after its parent was stopped"
+    record = json.loads((logs[0].parents[1] / "run.json").read_text())
+    assert record["status"] == "interrupted" and (logs[0].parents[1] / "INCOMPLETE").exists()
+
+
+def test_the_same_recipe_seed_and_machine_give_the_same_loss_curve(runs):
+    """Determinism on CPU: a second run of the very recipe reproduces every logged loss
+    exactly (the nightly compares runs on this)."""
+    first = runs["lora"]
+    again = train(first.path / "recipe.yaml", runs_root=first.path.parents[1] / "again", echo=False)
+    a, b = (json.loads(r.record_path.read_text()) for r in (first, again))
+    assert a["loss_curve"] and [p["loss"] for p in a["loss_curve"]] == [p["loss"] for p in b["loss_curve"]]
+    assert a["recipe"]["resolved_hash"] != "" and a["seed"] == b["seed"]

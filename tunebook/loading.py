@@ -79,6 +79,13 @@ def load(cfg: dict[str, Any], weights: Path, quantized: bool | None = None) -> L
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.float32)
     base = cfg["base_model"] if adapter else weights
+    if adapter and not (weights / "adapter_model.safetensors").is_file():
+        from tunebook.errors import Problem, TunebookError
+
+        raise TunebookError([Problem(str(weights), "", "no adapter_model.safetensors: tunebook loads run outputs "
+                                     "only as safetensors (a pickle can run code when loaded)")])
+    if not adapter:
+        kwargs["use_safetensors"] = True  # a run's own weights: never a pickle
     model = AutoModelForCausalLM.from_pretrained(str(base), **kwargs)
     tok = tokenizer(weights if (weights / "tokenizer_config.json").exists() else base, cfg)
     if adapter:

@@ -11,6 +11,7 @@ again with the machine's capabilities, then the engine says which keys it cannot
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,4 +131,8 @@ def resolve(recipe: str | Path | Recipe, args: str | list[str] | None = None, en
     if unhonoured:
         raise TunebookError(unhonoured, hint=f"engine '{engine_name}' is set in recipe.engine (override: ENGINE=axolotl)")
     data = check_training_data(config, where, PATHS.data_checks) if check_inputs else []
+    if adapted.get("trust_remote_code"):
+        src, line = where("trust_remote_code")
+        print(f"warning: {src}{f':{line}' if line else ''}: trust_remote_code is on: the model folder's own Python "
+              "code will run in this process; only for models whose code you have read", file=sys.stderr)
     return Resolved(recipe, overrides, config, adapted, changes, machine, data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from tunebook import __version__
@@ -85,7 +86,8 @@ def launch(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) -
 
     t0 = time.time()
     try:
-        metrics = eng.launch(run, config_path, env, echo=echo)
+        with sigterm_as_interrupt():
+            metrics = eng.launch(run, config_path, env, echo=echo)
     except KeyboardInterrupt:
         run.write_record(_update(record, status="interrupted", wall_time_s=round(time.time() - t0, 2)))
         raise
@@ -152,6 +154,28 @@ def launch(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) -
     if echo:
         print_summary(record)
     return run
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a CI timeout, `kill`) ends a run as Ctrl-C does: the engine is stopped and the
+    run marked interrupted. Python's default would end this process at once and leave the
+    engine training on, orphaned, with run.json saying `running` forever."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _not_learning(metrics: dict) -> str | None:

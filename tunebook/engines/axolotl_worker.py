@@ -31,6 +31,12 @@ def main(config_path: str, metrics_path: str) -> int:
     else:
         dataset_meta = load_datasets(cfg=cfg, cli_args=cli_args)
 
+    # Axolotl seeds nothing before it builds the model (the Trainer seeds later), so LoRA's
+    # random init followed whatever the data preparation drew: a first run (which tokenizes)
+    # and a second (which reads the prepared cache) started from different adapters.
+    from transformers import set_seed
+
+    set_seed(cfg.seed if cfg.seed is not None else 42)
     t_train = time.time()
     model, _tokenizer, trainer = train(cfg=cfg, dataset_meta=dataset_meta)
     t_end = time.time()

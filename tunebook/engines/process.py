@@ -40,7 +40,7 @@ def run_worker(module: str, run: RunDir, config_path: Path, env: dict[str, str],
         except BaseException:
             proc.send_signal(signal.SIGINT)
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=10)  # "stopped within seconds": a CI timeout does not wait long
             except subprocess.TimeoutExpired:
                 proc.kill()
             raise
