@@ -29,8 +29,8 @@ test-slow: ## end-to-end checks on the real SmolLM2-135M (slow)
 test-matrix: ## every shipped recipe trains 2 steps on a tiny model of its family (make test: one per engine and method)
 	$(PY) -m pytest -q -m matrix $(PYTEST_ARGS)
 
-train: ## train RECIPE=path [ARGS="key=value ..."] [ENGINE=axolotl|unsloth]
-	$(TB) train $(RECIPE) --args "$(ARGS)" $(if $(ENGINE),--engine $(ENGINE))
+train: ## train RECIPE=path [ARGS="key=value ..."] [ENGINE=axolotl|unsloth] [RESUME=latest|<run-id>]
+	$(TB) train $(RECIPE) --args "$(ARGS)" $(if $(ENGINE),--engine $(ENGINE)) $(if $(RESUME),--resume $(RESUME))
 
 show: ## print RECIPE's resolved config with this machine's adaptations
 	$(TB) show $(RECIPE) --args "$(ARGS)" $(if $(ENGINE),--engine $(ENGINE))

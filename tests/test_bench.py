@@ -81,12 +81,22 @@ def test_bench_cli_writes_history_and_exits_nonzero_on_a_planted_regression(tmp_
     matrix.write_text(yaml.safe_dump({"recipes": [str(recipe)], "args": "max_steps=2",
                                       "eval": {"tasks": ["nba_mc"], "limit": 2}}))
     db = tmp_path / "bench" / "h.sqlite"
-    assert main(["bench", "--matrix", str(matrix), "--db", str(db), "--runs", str(tmp_path / "runs")]) == 0
-    assert "first run of this version" in capsys.readouterr().out
+    # plant a previous run 1000x faster: the bench must flag a slowdown however busy this
+    # machine is (one engine launch, not two: a busy machine only makes this run slower still)
+    from tunebook.bench import append, connect
+    from tunebook.machine import detect
+    from tunebook.recipe import load_recipe
+
+    append(connect(db), {"bench_id": "planted", "at": "then", "recipe": "smollm2-lora", "status": "finished",
+                         "version": load_recipe(recipe).meta.version, "machine_kind": detect().kind,
+                         "tokens_per_s": 1e9, "quality": {}})
+    assert main(["bench", "--matrix", str(matrix), "--db", str(db), "--runs", str(tmp_path / "runs")]) == 1
+    out = capsys.readouterr().out
+    assert "vs #1 (" in out and "tok/s -" in out and "REGRESSIONS" in out
     con = sqlite3.connect(db)
     (row,) = con.execute("SELECT recipe, version, tokens_per_s, peak_rss_mib, frac_bf16_peak, frac_fp32_peak, "
                          "time_to_first_step_s, quality, git_commit, packages, achieved_flops, metrics "
-                         "FROM results").fetchall()
+                         "FROM results WHERE bench_id != 'planted'").fetchall()
     assert row[0] == "smollm2-lora" and row[2] > 0 and row[3] > 0
     # fractions of the matmul peaks measured in the same run: checked as arithmetic, not as
     # values (a busy CI machine measures a low peak, and the fraction can pass 1)
@@ -98,13 +108,6 @@ def test_bench_cli_writes_history_and_exits_nonzero_on_a_planted_regression(tmp_
     assert row[6] > 0 and "nba_mc" in json.loads(row[7]) and "axolotl" in json.loads(row[9])
     assert (db.parent / "plots" / "history.png").is_file()
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["smollm2-lora"]
-    # plant a previous run 1000x faster: the next bench must flag a slowdown however busy
-    # this machine is (a busy machine only makes the second run slower still)
-    con.execute("UPDATE results SET tokens_per_s = tokens_per_s * 1000")
-    con.commit()
-    assert main(["bench", "--matrix", str(matrix), "--db", str(db), "--runs", str(tmp_path / "runs")]) == 1
-    out = capsys.readouterr().out
-    assert "vs #1 (" in out and "tok/s -" in out and "REGRESSIONS" in out
 
 
 def test_history_plot_draws_one_line_per_recipe_version_and_a_panel_per_task(tmp_path):

@@ -66,6 +66,17 @@ def test_new_refuses_to_overwrite_or_reuse_a_name(book):
     assert not (book / "a/b-c.yaml").exists()
 
 
+def test_new_gives_a_copy_train_accepts(book, tiny_llama, memorise_data):
+    """What `make train` checks before launching, in milliseconds (the launch itself: below, nightly)."""
+    from tunebook.resolve import resolve
+
+    dest = new_recipe(book / "smollm2/lora.yaml", book / "my-team/lora.yaml", root=book)
+    resolved = resolve(dest, f"base_model={tiny_llama} datasets.0.path={memorise_data} max_steps=2 sequence_len=128")
+    assert resolved.meta.name == "my-team-lora" and resolved.meta.version == 1
+    assert resolved.adapted["max_steps"] == 2 and resolved.data and resolved.data[0].rows > 0
+
+
+@pytest.mark.matrix
 def test_new_then_train_the_copy(book, tiny_llama, memorise_data, tmp_path):
     dest = new_recipe(book / "smollm2/lora.yaml", book / "my-team/lora.yaml", root=book)
     args = f"base_model={tiny_llama} datasets.0.path={memorise_data} max_steps=2 sequence_len=128"

@@ -21,7 +21,7 @@ def test_ops_fold_into_kinds_that_sum_to_one():
     assert kind_of("aten::_log_softmax_backward_data") == "loss"
 
 
-@pytest.mark.parametrize("method,dequant", [("lora", False), ("qlora", True)])
+@pytest.mark.parametrize("method,dequant", [("lora", False), pytest.param("qlora", True, marks=pytest.mark.matrix)])
 def test_profile_of_a_real_tiny_run(method, dequant, tiny_llama, memorise_data, tmp_path):
     recipe = write_tiny_recipe(Path(f"recipes/smollm2/{method}.yaml"), tmp_path / "r.yaml", tiny_llama, memorise_data)
     p = profile(recipe, "", first=2, last=3, runs_root=tmp_path / "runs")

@@ -27,7 +27,7 @@ def _cmd_setup_model(a) -> int:
 def _cmd_train(a) -> int:
     from tunebook.train import train
 
-    train(a.recipe, a.args, engine=a.engine, runs_root=Path(a.runs))
+    train(a.recipe, a.args, engine=a.engine, runs_root=Path(a.runs), resume=a.resume or None)
     return 0
 
 
@@ -233,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--args", default="", help='overrides: "key=value key2=value"')
         p.add_argument("--engine", default=None, choices=["axolotl", "unsloth"])
         p.add_argument("--runs", default=str(PATHS.runs), help="where run directories go")
+        if name == "train":
+            p.add_argument("--resume", default="", help="latest, or a run id: continue that run from its last checkpoint")
         p.set_defaults(fn=fn)
 
     p = sub.add_parser("validate", help="validate recipes (all when none given)")

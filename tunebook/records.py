@@ -57,6 +57,19 @@ class MachineInfo(_Record):
     kind: str
 
 
+class Segment(_Record):
+    """One process's stretch of a run: the first launch, then each RESUME. A segment left
+    `running` by a process that died (kill -9, power loss) is marked `killed` on resume."""
+
+    n: int
+    status: str  # running | finished | failed | interrupted | killed
+    started_at: str
+    ended_at: str | None = None
+    from_step: int = 0  # the checkpoint step it resumed from (0: the start)
+    wall_time_s: float | None = None
+    steps: int | None = None  # the trainer's global step when it ended (None if it died)
+
+
 class RunRecord(_Record):
     schema_version: int = 1
     status: str  # running | finished | failed | interrupted
@@ -73,6 +86,8 @@ class RunRecord(_Record):
     packages: dict[str, str] = Field(default_factory=dict)
     machine: MachineInfo
     started_at: str | None = None
+    segments: list[Segment] = Field(default_factory=list)
+    determinism: dict[str, Any] = Field(default_factory=dict)  # expected: bool, why: str (the nightly checks it)
     error: str | None = None
     wall_time_s: float | None = None
     train_runtime_s: float | None = None

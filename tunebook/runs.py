@@ -5,21 +5,27 @@ Layout of `runs/<recipe-name>/<run-id>/`:
     recipe.yaml       the recipe file byte for byte
     config.yaml       the resolved engine config exactly as launched
     run.json          the record (status: running | finished | failed | interrupted)
-    logs/engine.log   everything the engine printed
-    output/           the engine's outputs in HF layout (adapter or full model)
-A run killed by SIGKILL keeps INCOMPLETE and status "running": never mistaken for finished.
+    .lock             held (flock) by the process training it: a dead process holds nothing
+    logs/engine.log   everything the engine printed (each resumed segment appends)
+    output/           the engine's outputs in HF layout (adapter or full model), and its
+                      checkpoint-N folders (weights, optimizer, RNG, trainer state)
+A run killed by SIGKILL keeps INCOMPLETE and status "running": never mistaken for finished,
+and `make train RESUME=latest` continues it from its last complete checkpoint.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import secrets
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from tunebook.atomic import atomic_save_pretrained, atomic_write_json, atomic_write_text  # noqa: F401 (re-exported)
 from tunebook.paths import PATHS
@@ -108,6 +114,34 @@ class RunDir:
         tmp.symlink_to(self.path.name)
         os.replace(tmp, latest)
 
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the run's lock while training it. flock dies with its process (even on
+        SIGKILL), so a lock nobody holds means nothing is training this run any more."""
+        with open(self.path / ".lock", "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                from tunebook.errors import Problem, TunebookError
+
+                raise TunebookError([Problem(str(self.path), "", "another process is training this run right now")],
+                                    hint="wait for it, or stop it (Ctrl-C) before resuming") from None
+            yield
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """The trainer's complete checkpoints, oldest first. The trainer writes trainer_state.json
+        last, so a checkpoint cut short by a kill lacks it (or holds half of it) and is skipped."""
+        found = []
+        for p in self.output.glob("checkpoint-*"):
+            step = p.name.rsplit("-", 1)[-1]
+            try:
+                json.loads((p / "trainer_state.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if step.isdigit():
+                found.append((int(step), p))
+        return sorted(found)
+
     @property
     def is_complete(self) -> bool:
         if (self.path / MARKER).exists() or not self.record_path.exists():
@@ -145,6 +179,34 @@ def find_run(recipe_name: str, run: str | None = None, root: Path = RUNS_ROOT) -
     if not found.is_complete:
         raise TunebookError([Problem(str(found.path), "", "not a finished run (missing, failed or INCOMPLETE)")])
     return found
+
+
+def resumable_run(recipe_name: str, which: str, root: Path = RUNS_ROOT) -> RunDir:
+    """RESUME=latest (the recipe's newest run) or a run id or directory: a run that did not
+    finish, is not being trained by anyone, and kept a checkpoint."""
+    from tunebook.errors import Problem, TunebookError
+
+    base = Path(root) / recipe_name
+    if which == "latest":
+        runs = sorted(p for p in base.iterdir() if p.is_dir() and not p.is_symlink()
+                      and not p.name.startswith(".")) if base.is_dir() else []
+        if not runs:
+            raise TunebookError([Problem(str(base), "", "no run of this recipe to resume")],
+                                hint="start one: make train RECIPE=<its path>")
+        run = RunDir(runs[-1])
+    else:
+        run = RunDir(Path(which) if Path(which).is_dir() else base / which)
+    if not run.record_path.exists():
+        raise TunebookError([Problem(str(run.path), "", "no run.json: not a run directory tunebook wrote")])
+    record = run.read_record()
+    if record.status == "finished" and run.is_complete:
+        raise TunebookError([Problem(str(run.path), "", "this run finished; there is nothing to resume")],
+                            hint="to train again, start a new run: make train RECIPE=<its path>")
+    if not run.checkpoints():
+        raise TunebookError([Problem(str(run.path / "output"), "", "the run kept no complete checkpoint to resume "
+                                     "from (it stopped before the first save, or save_strategy is \"no\")")],
+                            hint="start it again: make train RECIPE=<its path> (set save_steps to checkpoint)")
+    return run
 
 
 def dir_size(path: Path, skip_checkpoints: bool = False) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,10 +14,11 @@ from tunebook.engines import get_engine
 from tunebook.engines.process import EngineFailed
 from tunebook.errors import Problem, TunebookError
 from tunebook.machine import Machine
+from tunebook.machine import detect as detect_machine
 from tunebook.recipe import content_hash, dump_yaml
 from tunebook.records import SCHEMA_VERSION, RunRecord, dump
 from tunebook.resolve import Resolved, online_requested, resolve
-from tunebook.runs import RUNS_ROOT, RunDir, dir_size, git_commit, package_versions
+from tunebook.runs import MARKER, RUNS_ROOT, RunDir, dir_size, git_commit, package_versions
 
 
 def _loss_curve(log_history: list[dict]) -> list[dict]:
@@ -28,8 +30,16 @@ def _loss_curve(log_history: list[dict]) -> list[dict]:
 
 
 def train(recipe_path: str | Path, args: str | list[str] | None = None, engine: str | None = None,
-          runs_root: Path = RUNS_ROOT, echo: bool = True, machine: Machine | None = None) -> RunDir:
-    """`machine` stands in for this one in tests (e.g. a CPU with bf16 hardware)."""
+          runs_root: Path = RUNS_ROOT, echo: bool = True, machine: Machine | None = None,
+          resume: str | None = None) -> RunDir:
+    """`machine` stands in for this one in tests (e.g. a CPU with bf16 hardware). `resume`
+    (latest or a run id) continues a run that did not finish instead of starting one."""
+    if resume:
+        if (args.strip() if isinstance(args, str) else args) or engine:
+            raise TunebookError([Problem("RESUME", "", "a resumed run continues exactly as it was launched; "
+                                         "ARGS and ENGINE cannot change it")],
+                                hint="drop ARGS/ENGINE, or start a new run without RESUME")
+        return resume_run(recipe_path, resume, runs_root, echo, machine)
     return launch(resolve(recipe_path, args, engine, machine=machine), runs_root, echo)
 
 
@@ -37,89 +47,162 @@ def launch(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) -
     """Run the engine on a resolved config and record what ran."""
     recipe, config, changes, machine = resolved.recipe, dict(resolved.adapted), resolved.changes, resolved.machine
     meta = resolved.meta
-    eng = get_engine(meta.engine)
     env, env_changes = engine_env(machine, online=online_requested())
-    overrides = resolved.overrides
 
     run = RunDir.create(meta.name, runs_root)
-    placement = {"output_dir": str(run.output)}
-    config.update(placement)
-    config_path = run.path / "config.yaml"
-    config_path.write_text(dump_yaml(config), encoding="utf-8")
-    shutil.copyfile(recipe.path, run.path / "recipe.yaml")
+    with run.held():
+        config.update({"output_dir": str(run.output)})
+        config_path = run.path / "config.yaml"
+        config_path.write_text(dump_yaml(config), encoding="utf-8")
+        shutil.copyfile(recipe.path, run.path / "recipe.yaml")
+        now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        record = RunRecord.model_validate({
+            "schema_version": SCHEMA_VERSION,
+            "status": "running",
+            "run_id": run.path.name,
+            "run_dir": str(run.path),
+            "recipe": {
+                "name": meta.name,
+                "path": str(recipe.path),
+                "version": meta.version,
+                "family": meta.family,
+                "method": meta.method,
+                "content_hash": recipe.content_hash(),
+                "resolved_hash": content_hash(config),
+            },
+            "engine": meta.engine,
+            "overrides": resolved.overrides,
+            "adaptations": [c.to_dict() for c in changes + env_changes],
+            "data": [{"path": d.path, "rows": d.rows, "trained_tokens": d.trained_tokens, "too_long": d.too_long}
+                     for d in resolved.data],
+            "seed": config.get("seed"),
+            "determinism": determinism(config, machine),
+            "git_commit": git_commit(),
+            "tunebook_version": __version__,
+            "packages": package_versions(),
+            "machine": machine.to_dict(),
+            "started_at": now,
+            "segments": [{"n": 1, "status": "running", "started_at": now}],
+        })
+        run.write_record(record)
+        if echo:
+            print(f"run directory: {run.path}")
+            for d in resolved.data:
+                print(f"  data {d.path}: {d.rows} rows" + (f", {d.trained_tokens} trained tokens" if d.trained_tokens else "")
+                      + (f"; {d.too_long} longer than sequence_len {config.get('sequence_len')} (the engine drops or "
+                         "cuts them)" if d.too_long else ""))
+            for c in changes + env_changes:
+                print(f"  adapted {c}")
+        _execute(run, record, config, machine, env, echo)
+    return run
 
-    record = RunRecord.model_validate({
-        "schema_version": SCHEMA_VERSION,
-        "status": "running",
-        "run_id": run.path.name,
-        "run_dir": str(run.path),
-        "recipe": {
-            "name": meta.name,
-            "path": str(recipe.path),
-            "version": meta.version,
-            "family": meta.family,
-            "method": meta.method,
-            "content_hash": recipe.content_hash(),
-            "resolved_hash": content_hash(config),
-        },
-        "engine": meta.engine,
-        "overrides": overrides,
-        "adaptations": [c.to_dict() for c in changes + env_changes],
-        "data": [{"path": d.path, "rows": d.rows, "trained_tokens": d.trained_tokens, "too_long": d.too_long}
-                 for d in resolved.data],
-        "seed": config.get("seed"),
-        "git_commit": git_commit(),
-        "tunebook_version": __version__,
-        "packages": package_versions(),
-        "machine": machine.to_dict(),
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    })
-    run.write_record(record)
-    if echo:
-        print(f"run directory: {run.path}")
-        for d in resolved.data:
-            print(f"  data {d.path}: {d.rows} rows" + (f", {d.trained_tokens} trained tokens" if d.trained_tokens else "")
-                  + (f"; {d.too_long} longer than sequence_len {config.get('sequence_len')} (the engine drops or "
-                     "cuts them)" if d.too_long else ""))
-        for c in changes + env_changes:
-            print(f"  adapted {c}")
 
+def resume_run(recipe_path: str | Path, which: str, runs_root: Path = RUNS_ROOT, echo: bool = True,
+               machine: Machine | None = None) -> RunDir:
+    """Continue a killed, interrupted or failed run from its last complete checkpoint, into the
+    same run directory, with the config it was launched with (config.yaml), not the recipe
+    file as it reads now: a resumed run is the run it was, or the loss curve would be two runs'."""
+    import yaml
+
+    from tunebook.recipe import load_recipe
+    from tunebook.runs import resumable_run
+
+    recipe = load_recipe(recipe_path)
+    run = resumable_run(recipe.meta.name, which, runs_root)
+    with run.held():
+        record = run.read_record()
+        config = yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8"))
+        step, checkpoint = run.checkpoints()[-1]
+        machine = machine or detect_machine()
+        env, _ = engine_env(machine, online=online_requested())
+        segments = [s.model_dump() for s in record.segments] or [
+            {"n": 1, "status": record.status, "started_at": record.started_at or ""}]
+        if segments[-1]["status"] == "running":  # its process died without a word: kill -9, OOM, power
+            segments[-1]["status"] = "killed"
+        now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        segments.append({"n": len(segments) + 1, "status": "running", "started_at": now, "from_step": step})
+        record = _update(record, status="running", error=None, segments=segments)
+        run.write_record(record)
+        (run.path / MARKER).write_text("This run has not finished writing its outputs; do not use them.\n",
+                                       encoding="utf-8")
+        if echo:
+            print(f"resuming {run.path} from {checkpoint.name} (segment {len(segments)})")
+            if recipe.content_hash() != record.recipe.content_hash:
+                print(f"  note: {recipe.path} changed since this run started; the run continues as launched "
+                      "(its config.yaml)")
+        _execute(run, record, config, machine, env, echo, resume_from=checkpoint)
+    return run
+
+
+def _execute(run: RunDir, record: RunRecord, config: dict, machine: Machine, env: dict[str, str], echo: bool,
+             resume_from: Path | None = None) -> None:
+    """One segment: launch the engine, then record how it ended. Every way out writes the record."""
+    eng = get_engine(record.engine)
     t0 = time.time()
+
+    def ended(status: str, **fields) -> RunRecord:
+        wall = round(time.time() - t0, 2)
+        segments = [s.model_dump() for s in record.segments]
+        if segments:
+            segments[-1].update(status=status, ended_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), wall_time_s=wall,
+                                steps=fields.get("steps", segments[-1].get("steps")))
+        total = round(sum(s["wall_time_s"] or 0 for s in segments), 2) if len(segments) > 1 else wall
+        return _update(record, status=status, wall_time_s=total, segments=segments, **fields)
+
+    def give_up(status: str, **fields) -> None:
+        try:
+            run.write_record(ended(status, **fields))
+        except OSError as exc:  # the disk that failed the run may fail its record too: say so, do not hide it
+            print(f"tunebook: could not update {run.record_path}: {exc}", file=sys.stderr)
+
     try:
         with sigterm_as_interrupt():
-            metrics = eng.launch(run, config_path, env, echo=echo)
+            metrics = eng.launch(run, run.path / "config.yaml", env, echo=echo, resume_from=resume_from)
     except KeyboardInterrupt:
-        run.write_record(_update(record, status="interrupted", wall_time_s=round(time.time() - t0, 2)))
+        give_up("interrupted")
         raise
     except EngineFailed as exc:
-        run.write_record(_update(record, status="failed", error=exc.cause, wall_time_s=round(time.time() - t0, 2)))
+        give_up("failed", error=exc.cause)
         raise TunebookError([Problem("engine", _key_named(exc.cause, config), exc.cause)], exit_code=1,
-                            hint=f"the traceback is in {exc.log}; the run directory {run.path} is marked "
-                                 "INCOMPLETE") from None
+                            hint=_disk_hint(exc.cause) + f"the traceback is in {exc.log}; the run directory "
+                                 f"{run.path} is marked INCOMPLETE" + _resume_hint(run)) from None
     except Exception as exc:
-        run.write_record(_update(record, status="failed", error=str(exc).splitlines()[0],
-                                 wall_time_s=round(time.time() - t0, 2)))
+        give_up("failed", error=str(exc).splitlines()[0])
         raise TunebookError(str(exc), exit_code=1, hint=f"the run directory {run.path} is marked INCOMPLETE") from None
 
-    wall = round(time.time() - t0, 2)
     if not metrics.get("global_step"):
         msg = ("the engine finished after 0 training steps: the data gave no full batch "
                "(too few rows for micro_batch_size, or packing put them in fewer packs than one batch); "
                "add rows, or pass ARGS=\"micro_batch_size=1\" or ARGS=\"sample_packing=false\"")
-        run.write_record(_update(record, status="failed", error=msg, wall_time_s=wall))
+        give_up("failed", error=msg)
         raise TunebookError(msg, exit_code=1, hint=f"the run directory {run.path} is marked INCOMPLETE")
     bad = _not_learning(metrics)
     if bad:
-        run.write_record(_update(record, status="failed", error=bad, wall_time_s=wall,
-                                 loss_curve=_loss_curve(metrics.get("log_history", []))))
+        give_up("failed", error=bad, loss_curve=_loss_curve(metrics.get("log_history", [])))
         raise TunebookError(bad, exit_code=1, hint=f"the run directory {run.path} is marked INCOMPLETE")
+    try:
+        record = _finished(run, record, config, machine, metrics, ended)
+        run.finish(record)
+    except OSError as exc:  # disk full, read-only output: failed, and `latest` stays where it was
+        give_up("failed", error=f"could not write the run's outputs: {exc}")
+        raise TunebookError([Problem(str(run.path), "", f"could not write the run's outputs: {exc}")], exit_code=1,
+                            hint="free space (or fix permissions) and resume: make train RECIPE=<its path> "
+                                 "RESUME=" + run.path.name) from None
+    (run.path / "metrics.json").unlink(missing_ok=True)
+    if echo:
+        print_summary(record)
+
+
+def _finished(run: RunDir, record: RunRecord, config: dict, machine: Machine, metrics: dict, ended) -> RunRecord:
+    """The record of a run whose engine ended well. Tokens, speed and timing describe the last
+    segment (the process that ran to the end); the loss curve is the whole run's (the trainer
+    carries its log history across checkpoints)."""
     curve = _loss_curve(metrics.get("log_history", []))
     summary = next((e for e in reversed(metrics.get("log_history", [])) if "train_runtime" in e), {})
     train_s = float(summary.get("train_runtime") or metrics["timing"]["train_s"])
     tokens = metrics.get("tokens_real") or metrics.get("tokens_total")
-    record = _update(
-        record,
-        wall_time_s=wall,
+    return ended(
+        "finished",
         train_runtime_s=round(train_s, 2),
         steps=metrics.get("global_step"),
         tokens={
@@ -149,11 +232,29 @@ def launch(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) -
         checkpoints_bytes=dir_size(run.output) - dir_size(run.output, skip_checkpoints=True),
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-    (run.path / "metrics.json").unlink(missing_ok=True)
-    run.finish(record)
-    if echo:
-        print_summary(record)
-    return run
+
+
+def _disk_hint(cause: str) -> str:
+    words = ("No space left", "File too large", "Read-only file system", "Disk quota", "os error 28", "os error 27")
+    return "the disk refused a write (full, read-only or over a size limit): free space or fix the output path; " \
+        if any(w in cause for w in words) else ""
+
+
+def _resume_hint(run: RunDir) -> str:
+    return (f"; it kept {run.checkpoints()[-1][1].name}, so once the cause is fixed: make train "
+            f"RECIPE=<its path> RESUME={run.path.name}") if run.checkpoints() else ""
+
+
+def determinism(config: dict, machine: Machine) -> dict:
+    """Whether this run should repeat bit for bit (same recipe, seed, machine): the nightly job
+    trusts a curve that moved only where this says True. CPU kernels are deterministic at a fixed
+    thread count (tests/test_train.py runs a recipe twice); CUDA is only with full_determinism."""
+    if config.get("seed") is None:
+        return {"expected": False, "why": "no seed in the recipe"}
+    if machine.has_cuda and not config.get("full_determinism"):
+        return {"expected": False, "why": "CUDA kernels (atomics, cuBLAS) vary run to run without full_determinism"}
+    return {"expected": True, "why": f"seed {config['seed']}, " + ("full_determinism on CUDA" if machine.has_cuda
+                                                                   else "CPU kernels at a fixed thread count")}
 
 
 @contextmanager
@@ -231,4 +332,7 @@ def print_summary(record: RunRecord) -> None:
         f"output    {record.output_dir} ({(record.output_bytes or 0) / 2**20:.1f} MiB)",
         f"adapted   {len(record.adaptations)} settings for {record.machine.kind} (see run.json)",
     ]
+    if len(record.segments) > 1:
+        lines.append("segments  " + ", ".join(f"{s.n}: {s.status} from step {s.from_step}" for s in record.segments)
+                     + " (tokens and speed above: the last segment)")
     print("\n".join(lines))

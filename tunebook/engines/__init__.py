@@ -37,8 +37,9 @@ class Engine(Protocol):
     def check(self, config: dict[str, Any]) -> list["Problem"]:
         """Keys this engine cannot honour (source and line are filled in by `resolve`)."""
 
-    def launch(self, run: "RunDir", config_path: Path, env: dict[str, str], echo: bool = True) -> dict:
-        """Train in a child process; return the worker's metrics."""
+    def launch(self, run: "RunDir", config_path: Path, env: dict[str, str], echo: bool = True,
+               resume_from: Path | None = None) -> dict:
+        """Train in a child process (from a trainer checkpoint when resuming); return the worker's metrics."""
 
 
 def get_engine(name: str) -> Engine:

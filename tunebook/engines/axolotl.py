@@ -52,5 +52,6 @@ def check(config: dict) -> list:
     return []
 
 
-def launch(run: RunDir, config_path: Path, env: dict[str, str], echo: bool = True) -> dict:
-    return run_worker(WORKER, run, config_path, env, echo)
+def launch(run: RunDir, config_path: Path, env: dict[str, str], echo: bool = True,
+           resume_from: Path | None = None) -> dict:
+    return run_worker(WORKER, run, config_path, env, echo, resume_from)

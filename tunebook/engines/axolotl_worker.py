@@ -11,7 +11,7 @@ import sys
 import time
 
 
-def main(config_path: str, metrics_path: str) -> int:
+def main(config_path: str, metrics_path: str, resume_from: str | None = None) -> int:
     t0 = time.time()
     from tunebook.quiet import quiet_imports
 
@@ -24,6 +24,8 @@ def main(config_path: str, metrics_path: str) -> int:
     from axolotl.common.datasets import load_datasets, load_preference_datasets
     from axolotl.train import train
     cfg = load_cfg(config_path)
+    if resume_from:  # Axolotl's own key: the trainer restores weights, optimizer, RNG and data position
+        cfg.resume_from_checkpoint = resume_from
     cli_args = TrainerCliArgs()
     t_data = time.time()
     if cfg.rl:
@@ -60,4 +62,4 @@ def main(config_path: str, metrics_path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(*sys.argv[1:4]))

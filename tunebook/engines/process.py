@@ -18,15 +18,31 @@ from pathlib import Path
 from tunebook.runs import RunDir
 
 
-def run_worker(module: str, run: RunDir, config_path: Path, env: dict[str, str], echo: bool = True) -> dict:
-    """Run `python -m module CONFIG METRICS`; return its metrics or raise EngineFailed."""
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when tunebook dies (kill -9 included), so no engine
+    trains on orphaned while its run can be resumed by another process. Linux only."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def run_worker(module: str, run: RunDir, config_path: Path, env: dict[str, str], echo: bool = True,
+               resume_from: Path | None = None) -> dict:
+    """Run `python -m module CONFIG METRICS [CHECKPOINT]`; return its metrics or raise EngineFailed."""
     metrics_path = run.path / "metrics.json"
+    metrics_path.unlink(missing_ok=True)  # a resumed segment must not read the last one's
     full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", module, str(config_path), str(metrics_path)]
-    with open(run.log, "wb") as log:
+    cmd = [sys.executable, "-m", module, str(config_path), str(metrics_path)] + ([str(resume_from)] if resume_from else [])
+    with open(run.log, "ab") as log:
         log.write((" ".join(cmd) + "\n").encode())
         log.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env)
+        start = log.tell()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env,
+                                preexec_fn=_die_with_parent)
+        shown = WithoutTracebacks()
         try:
             assert proc.stdout is not None
             # Raw chunks, not lines: tqdm redraws with \r and must reach the terminal live.
@@ -34,7 +50,7 @@ def run_worker(module: str, run: RunDir, config_path: Path, env: dict[str, str],
                 log.write(chunk)
                 log.flush()
                 if echo:
-                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.buffer.write(shown.feed(chunk))
                     sys.stdout.buffer.flush()
             rc = proc.wait()
         except BaseException:
@@ -45,8 +61,53 @@ def run_worker(module: str, run: RunDir, config_path: Path, env: dict[str, str],
                 proc.kill()
             raise
     if rc != 0 or not metrics_path.exists():
-        raise EngineFailed(rc, run.log)
+        raise EngineFailed(rc, run.log, start)
     return json.loads(metrics_path.read_text(encoding="utf-8"))
+
+
+class WithoutTracebacks:
+    """The engine's output for the terminal, minus Python tracebacks: the log keeps them, the
+    terminal gets tunebook's one line of cause at the end. Complete lines are judged whole;
+    a line still being written (a tqdm bar redrawn with \\r) is shown as it comes."""
+
+    STARTS = (b"Traceback (most recent call last):", b"The above exception was the direct cause",
+              b"During handling of the above exception")
+
+    def __init__(self) -> None:
+        self.in_traceback = False
+        self.after = False  # just past a traceback: its trailing blank lines go with it
+        self.pending = b""  # the unfinished last line
+        self.pending_shown = 0  # how much of it already went out
+
+    def feed(self, chunk: bytes) -> bytes:
+        *lines, self.pending = (self.pending + chunk).split(b"\n")
+        out = []
+        for i, line in enumerate(lines):
+            skip = self.pending_shown if i == 0 else 0
+            if self._keep(line):
+                out.append(line[skip:] + b"\n")
+            elif skip:
+                out.append(b"\n")  # the shown start of a line judged too late: end it
+        if lines:
+            self.pending_shown = 0
+        maybe_start = any(start.startswith(self.pending) or self.pending.startswith(start) for start in self.STARTS)
+        if not self.in_traceback and self.pending and not maybe_start:
+            out.append(self.pending[self.pending_shown:])
+            self.pending_shown = len(self.pending)
+        return b"".join(out)
+
+    def _keep(self, line: bytes) -> bool:
+        if line.startswith(self.STARTS):
+            self.in_traceback, self.after = True, False
+            return False
+        if self.in_traceback:
+            if line.strip() and line[:1] not in (b" ", b"\t"):
+                self.in_traceback, self.after = False, True  # the exception line: tunebook prints the cause
+            return False
+        if self.after and not line.strip():
+            return False
+        self.after = False
+        return True
 
 
 CAUSE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Interrupt)):\s*(.*)$")
@@ -56,10 +117,12 @@ class EngineFailed(RuntimeError):
     """The engine process failed; `cause` is the one line a user needs (the exception that
     ended it), the traceback stays in the log."""
 
-    def __init__(self, returncode: int, log: Path):
+    def __init__(self, returncode: int, log: Path, start: int = 0):
         self.returncode = returncode
         self.log = log
-        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        with open(log, "rb") as f:  # this segment's output only: an earlier one's error is not this cause
+            f.seek(start)
+            lines = f.read().decode("utf-8", errors="replace").splitlines()
         found = [m for m in map(CAUSE.match, (line.strip() for line in lines)) if m]
         if found:
             self.cause = f"{found[-1].group(1)}: {found[-1].group(2)}".strip().rstrip(":")

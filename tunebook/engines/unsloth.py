@@ -234,5 +234,6 @@ def template_parts(tokenizer) -> tuple[str, str]:
     return instruction, response
 
 
-def launch(run: RunDir, config_path: Path, env: dict[str, str], echo: bool = True) -> dict:
-    return run_worker(WORKER, run, config_path, env, echo)
+def launch(run: RunDir, config_path: Path, env: dict[str, str], echo: bool = True,
+           resume_from: Path | None = None) -> dict:
+    return run_worker(WORKER, run, config_path, env, echo, resume_from)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 
-def main(config_path: str, metrics_path: str) -> int:
+def main(config_path: str, metrics_path: str, resume_from: str | None = None) -> int:
     t0 = time.time()
     from tunebook.quiet import quiet_imports
 
@@ -56,7 +56,7 @@ def main(config_path: str, metrics_path: str) -> int:
     trainer = train_on_responses_only(trainer, instruction_part=instruction, response_part=response)
     labels = trainer.train_dataset["labels"]
     t_train = time.time()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_from)  # weights, optimizer, RNG and data position
     t_end = time.time()
     out = Path(cfg["output_dir"])
     model.save_pretrained(out)
@@ -84,4 +84,4 @@ def main(config_path: str, metrics_path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(*sys.argv[1:4]))
