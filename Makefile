@@ -30,7 +30,7 @@ test-matrix: ## every shipped recipe trains 2 steps on a tiny model of its famil
 	$(PY) -m pytest -q -m matrix $(PYTEST_ARGS)
 
 train: ## train RECIPE=path [ARGS="key=value ..."] [ENGINE=axolotl|unsloth] [RESUME=latest|<run-id>]
-	$(TB) train $(RECIPE) --args "$(ARGS)" $(if $(ENGINE),--engine $(ENGINE)) $(if $(RESUME),--resume $(RESUME))
+	exec $(TB) train $(RECIPE) --args "$(ARGS)" $(if $(ENGINE),--engine $(ENGINE)) $(if $(RESUME),--resume $(RESUME))
 
 show: ## print RECIPE's resolved config with this machine's adaptations
 	$(TB) show $(RECIPE) --args "$(ARGS)" $(if $(ENGINE),--engine $(ENGINE))

@@ -38,9 +38,14 @@ def _losses(run: RunDir) -> list[tuple[int, float]]:
     return [(p.step, p.loss) for p in run.read_record().loss_curve]
 
 
-def test_a_killed_run_resumes_to_the_loss_curve_of_an_uninterrupted_one(tiny_llama, memorise_data, tmp_path):
-    # 40 steps, a checkpoint every 4: the kill lands after the first checkpoint, well before the end
-    recipe = write_tiny_recipe(LORA, tmp_path / "r.yaml", tiny_llama, memorise_data, max_steps=40,
+def test_a_killed_run_resumes_to_the_loss_curve_of_an_uninterrupted_one(tiny_llama, tmp_path):
+    # Packed, as the shipped recipe (Axolotl's packed sampler needed tunebook's seeded order,
+    # engines/packed_order.py); 24 rows make ~10 packs, so 24 steps cross two epochs. A
+    # checkpoint every 4 steps: the kill lands after the first, well before the end.
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(Path("data/nba/train.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)[:24]))
+    recipe = write_tiny_recipe(LORA, tmp_path / "r.yaml", tiny_llama, data, max_steps=24, sample_packing=True,
+                               micro_batch_size=1, sequence_len=256, pad_to_sequence_len=True,
                                save_strategy="steps", save_steps=4, logging_steps=1, learning_rate=1e-2)
     whole = train(recipe, runs_root=tmp_path / "whole", echo=False)
 
@@ -71,9 +76,9 @@ def test_a_killed_run_resumes_to_the_loss_curve_of_an_uninterrupted_one(tiny_lla
     record = resumed.read_record()
     assert record.status == "finished" and resumed.is_complete and not (resumed.path / MARKER).exists()
     assert [s.status for s in record.segments] == ["killed", "finished"]
-    assert record.segments[1].from_step > 0 and record.segments[1].steps == 40
+    assert record.segments[1].from_step > 0 and record.segments[1].steps == 24
     a, b = _losses(whole), _losses(resumed)
-    assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, 41))
+    assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, 25))
     assert max(abs(x - y) for (_, x), (_, y) in zip(a, b)) < 1e-4, list(zip(a, b))
     # Determinism (the nightly trusts it, run.json says so): up to the checkpoint, the killed
     # run's own steps equal the uninterrupted run's bit for bit

@@ -25,8 +25,10 @@ def _cmd_setup_model(a) -> int:
 
 
 def _cmd_train(a) -> int:
+    from tunebook.engines.process import stop_with_make
     from tunebook.train import train
 
+    stop_with_make()
     train(a.recipe, a.args, engine=a.engine, runs_root=Path(a.runs), resume=a.resume or None)
     return 0
 

@@ -39,6 +39,10 @@ def adapt_cpu(cfg: dict, machine: Machine, set_: Setter) -> None:
     if CPU_PLUGIN not in plugins:
         set_("plugins", plugins + [CPU_PLUGIN],
              "tunebook's Axolotl plugin: bf16 autocast on CPU, logits only where labels are trained")
+    if cfg.get("sample_packing") and cfg.get("dataset_num_proc") is None and cfg.get("dataset_processes") is None:
+        # Axolotl sizes packed epochs five times a run, each through a fresh process pool whose
+        # children compile numba again: 12 s of a tiny packed run's start-up; in process, ~1.5 s once
+        set_("dataset_num_proc", 1, "packing estimates run in process: no pool per estimate, numba compiled once")
     if cfg.get("dataloader_num_workers") is None:
         set_("dataloader_num_workers", 0, "worker processes only compete for the same cores")
     if cfg.get("dataloader_pin_memory") is not False:

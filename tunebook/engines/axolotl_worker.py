@@ -39,6 +39,9 @@ def main(config_path: str, metrics_path: str, resume_from: str | None = None) ->
     from transformers import set_seed
 
     set_seed(cfg.seed if cfg.seed is not None else 42)
+    from tunebook.engines import packed_order
+
+    packed_order.install(cfg.seed if cfg.seed is not None else 42)  # packed batches survive a resume
     t_train = time.time()
     model, _tokenizer, trainer = train(cfg=cfg, dataset_meta=dataset_meta)
     t_end = time.time()

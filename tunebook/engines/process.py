@@ -18,15 +18,36 @@ from pathlib import Path
 from tunebook.runs import RunDir
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when tunebook dies (kill -9 included), so no engine
-    trains on orphaned while its run can be resumed by another process. Linux only."""
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send `sig` to this process when its parent dies (kill -9 included).
+    Linux only; elsewhere a no-op."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+def _die_with_parent() -> None:
+    """In the engine child before exec: no engine trains on, orphaned, after tunebook died,
+    while its run can be resumed by another process."""
+    die_with_parent(signal.SIGKILL)
+
+
+def stop_with_make() -> None:
+    """`kill -9` of `make train` kills make alone: tunebook, its child, would train on unseen.
+    Under make, make's death is a SIGTERM here, which stops the engine and marks the run
+    interrupted (train.sigterm_as_interrupt); RESUME=latest continues it."""
+    ppid = os.getppid()
+    try:
+        if Path(f"/proc/{ppid}/comm").read_text().strip() != "make":
+            return
+    except OSError:
+        return
+    die_with_parent(signal.SIGTERM)
+    if os.getppid() != ppid:  # make died before the request was in place
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_worker(module: str, run: RunDir, config_path: Path, env: dict[str, str], echo: bool = True,
