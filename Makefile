@@ -38,7 +38,7 @@ show: ## print RECIPE's resolved config with this machine's adaptations
 list: ## table of every recipe: family, method, engine, version, base model, params, memory
 	$(TB) list
 
-new: ## copy-and-tweak: make new FROM=recipes/smollm2/lora.yaml TO=recipes/my-team/lora.yaml
+new: ## copy-and-tweak: make new FROM=recipes/smollm2/lora.yaml TO=recipes/my-team/lora.yaml (FROM may be any Axolotl config)
 	@test -n "$(FROM)" -a -n "$(TO)" || { echo 'usage: make new FROM=recipes/<family>/<method>.yaml TO=recipes/<dir>/<name>.yaml'; exit 2; }
 	$(TB) new $(FROM) $(TO)
 

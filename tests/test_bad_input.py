@@ -116,10 +116,15 @@ def test_base_model_folder_without_weights(tmp_path, capsys):
 
 
 def test_the_command_line_shows_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "tunebook", "train", str(LORA), "--args", "micro_batch_size=-1",
-                           "--runs", str(tmp_path / "runs")], capture_output=True, text=True, timeout=300)
+    """The real command line (one process start: ~9 s of imports), two problems in one pass."""
+    proc = subprocess.run([sys.executable, "-m", "tunebook", "train", str(LORA), "--args",
+                           "lora_rnk=4 micro_batch_size=-1", "--runs", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
-    assert proc.stderr.strip().splitlines()[0] == "error: ARGS: micro_batch_size: must be an integer >= 1, got -1"
+    lines = proc.stderr.strip().splitlines()
+    assert "error: ARGS: lora_rnk: unknown key (did you mean 'lora_r'?)" in lines
+    assert "error: ARGS: micro_batch_size: must be an integer >= 1, got -1" in lines
+    assert not (tmp_path / "runs").exists()  # no run directory for a recipe that cannot run
 
 
 def _chat(user="Who won?", answer="The Celtics.", role="assistant") -> str:
@@ -194,7 +199,7 @@ def test_trust_remote_code_is_off_unless_asked_and_loud_when_on(capsys):
     assert not resolve(LORA, check_inputs=False).adapted.get("trust_remote_code")
     assert "trust_remote_code" not in capsys.readouterr().err
     assert main(["show", str(LORA), "--args", "trust_remote_code=true"]) == 0
-    assert "warning: ARGS: trust_remote_code is on" in capsys.readouterr().err
+    assert "warning: ARGS: trust_remote_code: trust_remote_code is on" in capsys.readouterr().err
 
 
 def test_run_outputs_load_only_as_safetensors(tmp_path):

@@ -33,7 +33,8 @@ STEPS = 8
 METHODS = {"lora": {"learning_rate": 3e-3, "lora_dropout": 0.0}, "full": {"learning_rate": 1e-3}}
 
 
-@pytest.fixture(scope="module", params=sorted(METHODS))
+# full fine-tuning's pair runs nightly (`matrix`): make test keeps LoRA's, the shipped recipes' path
+@pytest.fixture(scope="module", params=[pytest.param("full", marks=pytest.mark.matrix), "lora"])
 def curves(request, tmp_path_factory, tiny_llama, memorise_data):
     method = request.param
     bf16_cpu = dataclasses.replace(detect(), cpu_flags=("avx512f", "avx512_bf16", "avx2"))

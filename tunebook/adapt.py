@@ -98,6 +98,10 @@ def _adapt_cpu(cfg: dict, changes: list[Change], engine: str, machine: Machine) 
             _set(cfg, key, _UNSET, "DeepSpeed/FSDP need CUDA GPUs", changes)
     eng.adapt_cpu(cfg, machine, lambda key, value, why: _set(cfg, key, _UNSET if value is UNSET else value,
                                                             why, changes))
+    if cfg.get("eval_sample_packing") and not cfg.get("sample_packing"):
+        # upstream examples set both; with packing off (by the recipe or above) a packed eval
+        # only pays the packing estimate for nothing
+        _set(cfg, "eval_sample_packing", False, "follows sample_packing, which is off", changes)
 
 
 def _adapt_cpu_precision(cfg: dict, changes: list[Change], machine: Machine) -> None:

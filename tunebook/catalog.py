@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from tunebook.errors import Problem, TunebookError
-from tunebook.lock import RECIPES_ROOT, discover, update
+from tunebook.lock import RECIPES_ROOT, update
 from tunebook.memory import estimate, fmt_gib
 from tunebook.recipe import load_recipe
 from tunebook.validation import validate_recipe
@@ -15,9 +15,8 @@ from tunebook.validation import validate_recipe
 
 def rows(root: Path = RECIPES_ROOT) -> list[dict]:
     out = []
-    for path in discover(root):
-        recipe = load_recipe(path)
-        meta = recipe.meta
+    for recipe in book(root)[0]:
+        path, meta = recipe.path, recipe.meta
         cfg = recipe.engine_config
         est = estimate(cfg)
         out.append({
@@ -57,19 +56,51 @@ def _book_relative(src: Path, dest: Path, root: Path) -> list[tuple[Path, Path]]
         return []
 
 
-def new_recipe(src: Path, dest: Path, root: Path = RECIPES_ROOT) -> Path:
-    """Copy `src` to `dest` as a new recipe: new name, version 1, provenance comment, locked."""
-    src, dest = Path(src), Path(dest)
+def _free_destination(dest: Path, root: Path) -> str:
+    """The recipe name `dest` gives (`<dir>-<stem>`), once sure nothing is there or named so."""
     if dest.exists():
         raise TunebookError([Problem(str(dest), "", "already exists; choose another TO or delete it first")])
     if dest.suffix != ".yaml":
         raise TunebookError([Problem(str(dest), "", "recipes are .yaml files")])
-    recipe = load_recipe(src)
-    meta = recipe.meta
     name = f"{dest.parent.name}-{dest.stem}"
-    taken = {load_recipe(p).meta.name: p for p in discover(root)}
+    taken = {r.meta.name: r.path for r in book(root)[0]}
     if name in taken:
         raise TunebookError([Problem(str(dest), "recipe.name", f"'{name}' is already used by {taken[name]}")])
+    return name
+
+
+def book(root: Path = RECIPES_ROOT):
+    """Every recipe under `root`, and one Problem per .yaml there that is not one (a plain
+    Axolotl config, a broken `recipe:` block): commands that walk the book report those in a
+    line each and go on."""
+    from tunebook.lock import recipes
+
+    return recipes(root)
+
+
+def import_recipe(src: Path, dest: Path, root: Path = RECIPES_ROOT):
+    """An Axolotl config (no `recipe:` block) becomes a recipe at `dest`: validated, locked."""
+    from tunebook.importer import import_config
+
+    src, dest = Path(src), Path(dest)
+    _free_destination(dest, root)
+    imported = import_config(src, dest, root)
+    try:
+        validate_recipe(load_recipe(dest))
+    except TunebookError as exc:
+        dest.unlink()
+        raise TunebookError(exc.problems, hint=f"{src} as written does not validate against the installed Axolotl; "
+                                              "nothing was created. Fix a copy of it and import that") from None
+    update(root, message=f"first version, imported from the Axolotl config {src.as_posix()}")
+    return imported
+
+
+def new_recipe(src: Path, dest: Path, root: Path = RECIPES_ROOT) -> Path:
+    """Copy `src` to `dest` as a new recipe: new name, version 1, provenance comment, locked."""
+    src, dest = Path(src), Path(dest)
+    recipe = load_recipe(src)
+    name = _free_destination(dest, root)
+    meta = recipe.meta
     text = src.read_text(encoding="utf-8")
     text, n_name = re.subn(r"(?m)^(  name:\s*).*$", rf"\g<1>{name}", text, count=1)
     text, n_ver = re.subn(r"(?m)^(  version:\s*).*$", r"\g<1>1", text, count=1)

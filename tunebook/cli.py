@@ -62,6 +62,11 @@ def _cmd_show(a) -> int:
     print(f"# adapted for {resolved.machine.kind}:")
     for c in resolved.changes:
         print(f"#   {c}")
+    if resolved.notices:
+        print("# notices (what this config changes about what is trained or shipped):")
+        for n in resolved.notices:
+            print(f"#   {n.key}: {n.message}")
+    resolved.say_notices()
     return 0
 
 
@@ -77,21 +82,46 @@ def _cmd_lock(a) -> int:
         return 0
     changed = update(root, a.message)
     print(f"versions.lock: {len(changed)} entries changed" + (": " + ", ".join(changed) if changed else ""))
+    _report_skipped(root)
     return 0
+
+
+def _report_skipped(root: Path) -> None:
+    """Files under recipes/ that are not recipes: a line each on stderr, never a traceback."""
+    from tunebook.lock import recipes
+
+    for problem in recipes(root)[1]:
+        print(f"skipped: {problem}", file=sys.stderr)
 
 
 def _cmd_list(a) -> int:
     from tunebook.catalog import render_table, rows
+    from tunebook.lock import RECIPES_ROOT
 
     print(render_table(rows()))
+    _report_skipped(RECIPES_ROOT)
     return 0
 
 
 def _cmd_new(a) -> int:
-    from tunebook.catalog import new_recipe
+    from tunebook.catalog import import_recipe, new_recipe
+    from tunebook.importer import is_recipe
+    from tunebook.recipe import load_recipe
 
-    dest = new_recipe(Path(a.src), Path(a.dest))
-    print(f"created {dest} (version 1, locked); edit it, then: make train RECIPE={dest}")
+    root = Path(a.root or PATHS.recipes)
+    if is_recipe(load_recipe(a.src).config):
+        dest = new_recipe(Path(a.src), Path(a.dest), root)
+        print(f"created {dest} (version 1, locked); edit it, then: make train RECIPE={dest}")
+        return 0
+    imported = import_recipe(Path(a.src), Path(a.dest), root)
+    m = imported.meta
+    print(f"imported {a.src} as {imported.path}: recipe {m['name']} v1 ({m['family']}, {m['method']}, "
+          f"engine {m['engine']}), validated and locked")
+    if imported.to_decide:
+        print("still to decide on this machine:")
+        for item in imported.to_decide:
+            print(f"  - {item}")
+    print(f"then: make show RECIPE={imported.path} ARGS=\"...\"   and   make train RECIPE={imported.path} ARGS=\"...\"")
     return 0
 
 
@@ -246,10 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="table of every recipe")
     p.set_defaults(fn=_cmd_list)
 
-    p = sub.add_parser("new", help="copy a recipe to a new name (version 1, locked)")
-    p.add_argument("src")
-    p.add_argument("dest")
-    p.set_defaults(fn=_cmd_new)
+    for name in ("new", "import"):
+        p = sub.add_parser(name, help="copy a recipe, or import an Axolotl config, as a new recipe (version 1, locked)")
+        p.add_argument("src")
+        p.add_argument("dest")
+        p.add_argument("--root", default=None, help="the recipe book (default: recipes/)")
+        p.set_defaults(fn=_cmd_new)
 
     p = sub.add_parser("merge", help="merge a run's adapter into its full-precision base")
     p.add_argument("recipe")

@@ -13,7 +13,7 @@ import yaml
 
 from tunebook.errors import Problem, TunebookError
 from tunebook.paths import PATHS
-from tunebook.recipe import load_recipe
+from tunebook.recipe import Recipe, load_recipe
 from tunebook.runs import atomic_write_text
 
 RECIPES_ROOT = PATHS.recipes
@@ -36,19 +36,36 @@ def read_lock(root: Path = RECIPES_ROOT) -> dict[str, dict]:
     return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
 
 
+def recipes(root: Path = RECIPES_ROOT) -> tuple[list[Recipe], list[Problem]]:
+    """The recipes under `root`, and a Problem for each .yaml that is not one."""
+    found, problems = [], []
+    for path in discover(root):
+        try:
+            recipe = load_recipe(path)
+            if not isinstance(recipe.config.get("recipe"), dict):
+                problems.append(Problem(str(path), "recipe", "no `recipe:` block: not a tunebook recipe (an Axolotl "
+                                        f"config? make new FROM={path} TO=recipes/<dir>/<name>.yaml imports it)"))
+                continue
+            recipe.meta  # noqa: B018 (a broken block raises the project's error, naming the key)
+        except TunebookError as exc:
+            problems += exc.problems
+            continue
+        found.append(recipe)
+    return found, problems
+
+
 def current(root: Path = RECIPES_ROOT) -> dict[str, dict]:
     out = {}
-    for path in discover(root):
-        recipe = load_recipe(path)
-        meta = recipe.config.get("recipe") or {}
-        out[_key(path, root)] = {"name": meta.get("name"), "version": meta.get("version"), "hash": recipe.content_hash()}
+    for recipe in recipes(root)[0]:
+        meta = recipe.meta
+        out[_key(recipe.path, root)] = {"name": meta.name, "version": meta.version, "hash": recipe.content_hash()}
     return out
 
 
 def check(root: Path = RECIPES_ROOT) -> list[Problem]:
     root = Path(root)
     lock, now = read_lock(root), current(root)
-    problems = []
+    problems = list(recipes(root)[1])
     for key, entry in now.items():
         src = str(root / key)
         locked = lock.get(key)

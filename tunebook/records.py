@@ -79,6 +79,7 @@ class RunRecord(_Record):
     engine: str
     overrides: dict[str, Any] = Field(default_factory=dict)
     adaptations: list[dict[str, Any]] = Field(default_factory=list)
+    notices: list[dict[str, Any]] = Field(default_factory=list)  # settings that change what is trained or shipped
     data: list[dict[str, Any]] = Field(default_factory=list)  # each dataset as checked before launch
     seed: int | None = None
     git_commit: str | None = None

@@ -21,6 +21,7 @@ from tunebook.data.preflight import DataCheck, check_training_data
 from tunebook.engines import get_engine
 from tunebook.errors import Problem, TunebookError
 from tunebook.machine import Machine, detect
+from tunebook.notices import Notice, notices
 from tunebook.paths import PATHS
 from tunebook.recipe import Recipe, RecipeMeta, apply_overrides, content_hash, load_recipe, parse_overrides
 from tunebook.validation import validate
@@ -40,6 +41,13 @@ class Resolved:
     changes: list[Change] = field(default_factory=list)
     machine: Machine | None = None
     data: list[DataCheck] = field(default_factory=list)  # the training data as checked (check_inputs)
+    notices: list[Notice] = field(default_factory=list)  # settings that change what is trained or shipped
+
+    def say_notices(self) -> None:
+        """One `warning:` line each, on stderr, at the line that set it (`make show`, `make train`)."""
+        for n in self.notices:
+            src, line = self.where(n.key)
+            print(f"warning: {src}{f':{line}' if line else ''}: {n.key}: {n.message}", file=sys.stderr)
 
     @property
     def meta(self) -> RecipeMeta:
@@ -131,8 +139,5 @@ def resolve(recipe: str | Path | Recipe, args: str | list[str] | None = None, en
     if unhonoured:
         raise TunebookError(unhonoured, hint=f"engine '{engine_name}' is set in recipe.engine (override: ENGINE=axolotl)")
     data = check_training_data(config, where, PATHS.data_checks) if check_inputs else []
-    if adapted.get("trust_remote_code"):
-        src, line = where("trust_remote_code")
-        print(f"warning: {src}{f':{line}' if line else ''}: trust_remote_code is on: the model folder's own Python "
-              "code will run in this process; only for models whose code you have read", file=sys.stderr)
-    return Resolved(recipe, overrides, config, adapted, changes, machine, data)
+    return Resolved(recipe, overrides, config, adapted, changes, machine, data,
+                    notices(adapted, data, on_cpu=not machine.has_cuda))

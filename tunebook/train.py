@@ -73,6 +73,7 @@ def launch(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) -
             "engine": meta.engine,
             "overrides": resolved.overrides,
             "adaptations": [c.to_dict() for c in changes + env_changes],
+            "notices": [n.to_dict() for n in resolved.notices],
             "data": [{"path": d.path, "rows": d.rows, "trained_tokens": d.trained_tokens, "too_long": d.too_long}
                      for d in resolved.data],
             "seed": config.get("seed"),
@@ -93,6 +94,7 @@ def launch(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) -
                          "cuts them)" if d.too_long else ""))
             for c in changes + env_changes:
                 print(f"  adapted {c}")
+        resolved.say_notices()
         _execute(run, record, config, machine, env, echo)
     return run
 

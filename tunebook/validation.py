@@ -69,12 +69,20 @@ def unknown_key_problems(config: dict[str, Any], where) -> list[Problem]:
 
     `where(dotted_key) -> (source, line)` says which input a key came from.
     """
+    from tunebook.plugins import in_play, owner_of
+
     problems = []
-    top = engine_keys() | {"recipe"}
+    plugins, _ = in_play(config.get("plugins") if isinstance(config.get("plugins"), list) else None)
+    top = engine_keys() | {"recipe"} | {k for p in plugins for k in p.keys}
     for key in config:
         if key not in top:
             src, line = where(key)
-            problems.append(Problem(src, key, f"unknown key{suggest(key, top)}", line))
+            owner = owner_of(key)
+            if owner:
+                problems.append(Problem(src, key, f"belongs to the plugin {owner.plugin}, which `plugins:` does not "
+                                        f"list: add `- {owner.plugin}` under plugins:", line))
+            else:
+                problems.append(Problem(src, key, f"unknown key{suggest(key, top)}", line))
     meta = config.get("recipe")
     if isinstance(meta, dict):
         meta_keys = set(RecipeMeta.model_fields)
@@ -117,9 +125,13 @@ def schema_problems(config: dict[str, Any], where, capabilities=None, env_capabi
     from axolotl.utils.config import validate_config
     from axolotl.utils.dict import DictDefault
 
+    from tunebook.plugins import in_play, merged_schema
+
     engine_cfg = {k: v for k, v in copy.deepcopy(config).items() if k != "recipe"}
+    plugins = in_play(engine_cfg.get("plugins") if isinstance(engine_cfg.get("plugins"), list) else None)[0]
     try:
-        validate_config(DictDefault(engine_cfg), capabilities=capabilities, env_capabilities=env_capabilities)
+        with merged_schema(plugins):
+            validate_config(DictDefault(engine_cfg), capabilities=capabilities, env_capabilities=env_capabilities)
     except ValidationError as exc:
         out = []
         for err in exc.errors():
@@ -145,11 +157,29 @@ def validate(config: dict[str, Any], where, *, capabilities=None, env_capabiliti
     """
     from tunebook.value_checks import value_problems
 
-    problems = unknown_key_problems(config, where) + _meta_problems(config, where) + value_problems(config, where)
-    if not problems:
-        problems = schema_problems(config, where, capabilities, env_capabilities)
+    unknown = unknown_key_problems(config, where)
+    problems = unknown + _meta_problems(config, where) + value_problems(config, where)
+    # Axolotl's own validator too, in the same pass (a typo must not hide a type error), on the
+    # config without the keys already reported, and silent about keys already wrong
+    reported = {p.key for p in problems}
+    known = _without(config, {p.key for p in unknown})
+    problems += [p for p in schema_problems(known, where, capabilities, env_capabilities)
+                 if p.key not in reported or not p.key]
     if problems:
         raise TunebookError(problems, hint="fix the keys above; `make show RECIPE=...` prints the resolved config")
+
+
+def _without(config: dict[str, Any], dotted_keys: set[str]) -> dict[str, Any]:
+    """A copy of `config` without the given keys (top-level, or in a list entry: datasets.0.x)."""
+    out = copy.deepcopy(config)
+    for dotted in dotted_keys:
+        parts = dotted.split(".")
+        target: Any = out
+        for part in parts[:-1]:
+            target = target[int(part)] if isinstance(target, list) else target.get(part, {})
+        if isinstance(target, dict):
+            target.pop(parts[-1], None)
+    return out
 
 
 def validate_recipe(recipe: Recipe) -> None:

@@ -52,6 +52,12 @@ def range_problems(config: dict[str, Any], where) -> list[Problem]:
         value = config.get(key)
         if value is None:
             continue
+        if isinstance(value, str) and not integer:
+            # YAML 1.1 reads 2e-5 (no dot) as a string; Axolotl's pydantic turns it into the number
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not (
             integer and not float(value).is_integer())
         if ok:

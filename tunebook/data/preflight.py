@@ -51,11 +51,37 @@ def row_format(ds: dict[str, Any], rl: str | None) -> tuple[str | None, str]:
     return None, ""
 
 
-def _validate(row: Any, fmt: str, fld: str) -> None:
+# Axolotl's chat_template roles when a dataset names none (prompt_strategies/chat_template.py)
+DEFAULT_ROLES = {"human": "user", "user": "user", "assistant": "assistant", "gpt": "assistant", "system": "system",
+                 "tool": "tool"}
+
+
+def _as_turns(turns: Any, ds: dict[str, Any]) -> Any:
+    """The turns as Axolotl reads them: its `message_property_mappings` (role: from,
+    content: value) and `roles` (user: [human]) applied, so tunebook's validator sees what
+    the template will render."""
+    if not isinstance(turns, list):
+        return turns
+    mapping = ds.get("message_property_mappings") or {}
+    role_key, content_key = mapping.get("role", "role"), mapping.get("content", "content")
+    roles = {s: t for t, sources in (ds.get("roles") or {}).items() for s in sources} or DEFAULT_ROLES
+    out = []
+    for turn in turns:
+        if not isinstance(turn, dict):
+            out.append(turn)
+            continue
+        role = turn.get(role_key)
+        out.append({**{k: v for k, v in turn.items() if k not in (role_key, content_key)},
+                    "role": roles.get(role, role) if isinstance(role, str) else role,
+                    "content": turn.get(content_key)})
+    return out
+
+
+def _validate(row: Any, fmt: str, fld: str, ds: dict[str, Any] | None = None) -> None:
     if fmt == "messages" and isinstance(row, dict):
         if fld not in row:
             raise formats.RowError(f"no '{fld}' field (datasets field_messages); the row has {sorted(row)}")
-        row = {"messages": row[fld]}
+        row = {"messages": _as_turns(row[fld], ds or {})}
     elif fmt == "completion" and isinstance(row, dict):
         row = {"text": row.get(fld)}
     formats.validate(row, fmt)
@@ -71,7 +97,15 @@ def _strategy(config: dict, index: int):
     normalize_config(cfg)
     tok = load_tokenizer(cfg)
     ds = cfg.datasets[index]
-    return load_strategy(ds["type"], tok, cfg, ds)
+    strategy = load_strategy(ds["type"], tok, cfg, ds)
+    base, _, style = str(ds["type"]).partition(":")
+    if strategy is None and base == "alpaca":  # a built-in type Axolotl wraps itself (data/wrappers.py)
+        from axolotl.prompt_tokenizers import AlpacaPromptTokenizingStrategy
+        from axolotl.prompters import AlpacaPrompter
+
+        strategy = AlpacaPromptTokenizingStrategy(AlpacaPrompter(style or None), tok, cfg.train_on_inputs,
+                                                  cfg.sequence_len)
+    return strategy
 
 
 def _key(path: Path, config: dict, ds: dict) -> str:
@@ -102,14 +136,15 @@ def check_dataset(config: dict, index: int, cache: Path | None = None) -> DataCh
                 continue
             try:
                 if fmt:
-                    _validate(rec.row, fmt, fld)
+                    _validate(rec.row, fmt, fld, ds)
                 good.append((rec.line, rec.row))
             except formats.RowError as exc:
                 out.problems.append((rec.line, str(exc)))
     except EmptyInput:
         out.problems.append((0, "the file is empty: no rows to train on"))
-    if fmt in ("messages", "alpaca", "completion") and good and not out.problems:
-        strategy = _strategy(config, index)
+    strategy = _strategy(config, index) if fmt in ("messages", "alpaca", "completion") and good and not out.problems \
+        else None
+    if strategy is not None:
         limit = int(config.get("sequence_len") or 2048)
         out.trained_tokens = 0
         for line, row in good:
