@@ -29,11 +29,11 @@ test-slow: ## end-to-end checks on the real SmolLM2-135M (slow)
 test-matrix: ## every shipped recipe trains 2 steps on a tiny model of its family (make test: one per engine and method)
 	$(PY) -m pytest -q -m matrix $(PYTEST_ARGS)
 
-train: ## train RECIPE=path [ARGS="key=value ..."] [ENGINE=axolotl|unsloth] [RESUME=latest|<run-id>]
-	exec $(TB) train $(RECIPE) --args "$(ARGS)" $(if $(ENGINE),--engine $(ENGINE)) $(if $(RESUME),--resume $(RESUME))
+train: ## train RECIPE=path [ARGS="key=value ..."] [ENGINE=axolotl|unsloth] [RESUME=latest|<run-id>] [NPROC=n]
+	exec $(TB) train $(RECIPE) --args "$(ARGS)" $(if $(ENGINE),--engine $(ENGINE)) $(if $(RESUME),--resume $(RESUME)) $(if $(NPROC),--nproc $(NPROC))
 
-show: ## print RECIPE's resolved config with this machine's adaptations
-	$(TB) show $(RECIPE) --args "$(ARGS)" $(if $(ENGINE),--engine $(ENGINE))
+show: ## print RECIPE's resolved config with this machine's adaptations [NPROC=n: and the torchrun command]
+	$(TB) show $(RECIPE) --args "$(ARGS)" $(if $(ENGINE),--engine $(ENGINE)) $(if $(NPROC),--nproc $(NPROC))
 
 list: ## table of every recipe: family, method, engine, version, base model, params, memory
 	$(TB) list

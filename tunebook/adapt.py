@@ -122,7 +122,7 @@ def _adapt_cpu_precision(cfg: dict, changes: list[Change], machine: Machine) -> 
         _set(cfg, "bf16", False, why, changes)
 
 
-def engine_env(machine: Machine, online: bool = False) -> tuple[dict[str, str], list[Change]]:
+def engine_env(machine: Machine, online: bool = False, nproc: int = 1) -> tuple[dict[str, str], list[Change]]:
     """Environment for the engine process: offline hubs, every core we were given, and
     OpenMP threads that sleep rather than spin while they wait.
 
@@ -133,7 +133,8 @@ def engine_env(machine: Machine, online: bool = False) -> tuple[dict[str, str], 
     """
     env = {} if online else dict(OFFLINE_ENV)
     # TUNEBOOK_THREADS: fewer threads than cores, to measure the lever (`make bench-levers`)
-    threads = os.environ.get("TUNEBOOK_THREADS") or str(machine.cpu_count)
+    # several processes on this node (NPROC) share its cores
+    threads = os.environ.get("TUNEBOOK_THREADS") or str(max(1, machine.cpu_count // max(1, nproc)))
     # `accelerate launch` (what `axolotl train` uses) sets OMP_NUM_THREADS=1 when it is
     # unset, which runs a CPU step single-threaded.
     env["OMP_NUM_THREADS"] = threads
@@ -141,7 +142,9 @@ def engine_env(machine: Machine, online: bool = False) -> tuple[dict[str, str], 
     env["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
     # libgomp (torch's OpenMP): an explicit spin count wins over the policy's (PASSIVE: 0)
     env["GOMP_SPINCOUNT"] = os.environ.get("GOMP_SPINCOUNT", "10000")
-    cores = "every core" if threads == str(machine.cpu_count) else "TUNEBOOK_THREADS"
+    cores = ("every core" if threads == str(machine.cpu_count) else
+             f"the cores shared by {nproc} processes" if nproc > 1 and not os.environ.get("TUNEBOOK_THREADS")
+             else "TUNEBOOK_THREADS")
     why = {"OMP_NUM_THREADS": cores, "MKL_NUM_THREADS": cores,
            "OMP_WAIT_POLICY": "waiting threads sleep (OpenMP runtimes other than libgomp)",
            "GOMP_SPINCOUNT": "spin ~0.1 ms, then sleep: 1.4x faster when idle; the engine gives up a thread "

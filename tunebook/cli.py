@@ -29,7 +29,10 @@ def _cmd_train(a) -> int:
     from tunebook.train import train
 
     stop_with_make()
-    train(a.recipe, a.args, engine=a.engine, runs_root=Path(a.runs), resume=a.resume or None)
+    from tunebook.launch import from_env
+
+    train(a.recipe, a.args, engine=a.engine, runs_root=Path(a.runs), resume=a.resume or None,
+          launch=from_env(a.nproc or None))
     return 0
 
 
@@ -57,11 +60,24 @@ def _cmd_show(a) -> int:
     from tunebook.recipe import dump_yaml
     from tunebook.resolve import resolve
 
-    resolved = resolve(a.recipe, a.args, engine=a.engine)  # the checks `make train` makes
+    from tunebook.launch import from_env
+
+    # the checks `make train` makes
+    resolved = resolve(a.recipe, a.args, engine=a.engine, launch=from_env(a.nproc or None))
     print(dump_yaml(resolved.adapted))
     print(f"# adapted for {resolved.machine.kind}:")
     for c in resolved.changes:
         print(f"#   {c}")
+    if resolved.launch.distributed:
+        from tunebook.engines import get_engine
+
+        config = f"runs/{resolved.meta.name}/<run-id>/config.yaml"
+        cmd = resolved.launch.shell(get_engine(resolved.engine).WORKER, [config, config.replace("config.yaml",
+                                                                                          "metrics.json")])
+        print(f"# launch ({resolved.launch.world_size} processes; make train runs it for you, on each node):")
+        print(f"#   {cmd}")
+        print(f"# by hand, the engine alone: torchrun --nproc_per_node={resolved.launch.nproc} "
+              f"--nnodes={resolved.launch.nnodes} -m axolotl.cli.train {config}")
     if resolved.notices:
         print("# notices (what this config changes about what is trained or shipped):")
         for n in resolved.notices:
@@ -265,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--args", default="", help='overrides: "key=value key2=value"')
         p.add_argument("--engine", default=None, choices=["axolotl", "unsloth"])
         p.add_argument("--runs", default=str(PATHS.runs), help="where run directories go")
+        p.add_argument("--nproc", default="", help="processes on this node under torchrun (NPROC; one per GPU)")
         if name == "train":
             p.add_argument("--resume", default="", help="latest, or a run id: continue that run from its last checkpoint")
         p.set_defaults(fn=fn)

@@ -25,7 +25,7 @@ def collect(recipes: list[str], limit: int | None, runs_root: Path = PATHS.runs,
     """The latest finished run of each recipe (trained when missing), each with an eval.json
     and, when the eval has the learning-curve task, a learning_curve.json."""
     from tunebook.resolve import resolve
-    from tunebook.train import launch
+    from tunebook.train import start
 
     out = []
     for path in recipes:
@@ -34,7 +34,7 @@ def collect(recipes: list[str], limit: int | None, runs_root: Path = PATHS.runs,
         # only runs of this very recipe content count: an older version trained something else
         runs = [r for r in finished_runs(name, runs_root)
                 if (rec := r.read_record()).recipe.content_hash == resolved.recipe.content_hash() and rec.as_written]
-        run = runs[-1] if runs else (launch(resolved, runs_root) if train_missing else None)
+        run = runs[-1] if runs else (start(resolved, runs_root) if train_missing else None)
         if run is None:
             raise FileNotFoundError(f"no finished run of {name}")
         if learning_curve.TASK in ensure_eval(run, limit=limit).results:

@@ -20,6 +20,7 @@ from tunebook.adapt import Change, adapt_config
 from tunebook.data.preflight import DataCheck, check_training_data
 from tunebook.engines import get_engine
 from tunebook.errors import Problem, TunebookError
+from tunebook.launch import Launch
 from tunebook.machine import Machine, detect
 from tunebook.notices import Notice, notices
 from tunebook.paths import PATHS
@@ -42,6 +43,7 @@ class Resolved:
     machine: Machine | None = None
     data: list[DataCheck] = field(default_factory=list)  # the training data as checked (check_inputs)
     notices: list[Notice] = field(default_factory=list)  # settings that change what is trained or shipped
+    launch: Launch = field(default_factory=Launch)  # one process, or torchrun with several (NPROC)
 
     def say_notices(self) -> None:
         """One `warning:` line each, on stderr, at the line that set it (`make show`, `make train`)."""
@@ -115,8 +117,9 @@ def preflight(config: dict, where, online: bool = False) -> None:
 
 
 def resolve(recipe: str | Path | Recipe, args: str | list[str] | None = None, engine: str | None = None,
-            machine: Machine | None = None, check_inputs: bool = True) -> Resolved:
+            machine: Machine | None = None, check_inputs: bool = True, launch: Launch | None = None) -> Resolved:
     """The run a command would launch. `machine` stands in for this one in tests."""
+    launch = launch or Launch()
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     overrides = parse_overrides(args)
     if engine:  # an override like any other: the record must not take the run for the recipe as written
@@ -136,8 +139,11 @@ def resolve(recipe: str | Path | Recipe, args: str | list[str] | None = None, en
     for p in eng.check(adapted):
         source, line = where(p.key)
         unhonoured.append(Problem(source, p.key, p.message, line))
+    if launch.distributed and engine_name == "unsloth":
+        unhonoured.append(Problem("NPROC", "", f"the unsloth engine trains in one process; NPROC={launch.nproc} "
+                                  "needs the axolotl engine (torchrun)"))
     if unhonoured:
         raise TunebookError(unhonoured, hint=f"engine '{engine_name}' is set in recipe.engine (override: ENGINE=axolotl)")
     data = check_training_data(config, where, PATHS.data_checks) if check_inputs else []
     return Resolved(recipe, overrides, config, adapted, changes, machine, data,
-                    notices(adapted, data, on_cpu=not machine.has_cuda))
+                    notices(adapted, data, on_cpu=not machine.has_cuda), launch)

@@ -13,6 +13,7 @@ from tunebook.adapt import engine_env
 from tunebook.engines import get_engine
 from tunebook.engines.process import EngineFailed
 from tunebook.errors import Problem, TunebookError
+from tunebook.launch import Launch
 from tunebook.machine import Machine
 from tunebook.machine import detect as detect_machine
 from tunebook.recipe import content_hash, dump_yaml
@@ -31,7 +32,7 @@ def _loss_curve(log_history: list[dict]) -> list[dict]:
 
 def train(recipe_path: str | Path, args: str | list[str] | None = None, engine: str | None = None,
           runs_root: Path = RUNS_ROOT, echo: bool = True, machine: Machine | None = None,
-          resume: str | None = None) -> RunDir:
+          resume: str | None = None, launch: Launch | None = None) -> RunDir:
     """`machine` stands in for this one in tests (e.g. a CPU with bf16 hardware). `resume`
     (latest or a run id) continues a run that did not finish instead of starting one."""
     if resume:
@@ -40,14 +41,14 @@ def train(recipe_path: str | Path, args: str | list[str] | None = None, engine: 
                                          "ARGS and ENGINE cannot change it")],
                                 hint="drop ARGS/ENGINE, or start a new run without RESUME")
         return resume_run(recipe_path, resume, runs_root, echo, machine)
-    return launch(resolve(recipe_path, args, engine, machine=machine), runs_root, echo)
+    return start(resolve(recipe_path, args, engine, machine=machine, launch=launch), runs_root, echo)
 
 
-def launch(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) -> RunDir:
+def start(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) -> RunDir:
     """Run the engine on a resolved config and record what ran."""
     recipe, config, changes, machine = resolved.recipe, dict(resolved.adapted), resolved.changes, resolved.machine
     meta = resolved.meta
-    env, env_changes = engine_env(machine, online=online_requested())
+    env, env_changes = engine_env(machine, online=online_requested(), nproc=resolved.launch.nproc)
 
     run = RunDir.create(meta.name, runs_root)
     with run.held():
@@ -82,6 +83,7 @@ def launch(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) -
             "tunebook_version": __version__,
             "packages": package_versions(),
             "machine": machine.to_dict(),
+            "launch": resolved.launch.to_dict(),
             "started_at": now,
             "segments": [{"n": 1, "status": "running", "started_at": now}],
         })
@@ -95,7 +97,7 @@ def launch(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) -
             for c in changes + env_changes:
                 print(f"  adapted {c}")
         resolved.say_notices()
-        _execute(run, record, config, machine, env, echo)
+        _execute(run, record, config, machine, env, echo, processes=resolved.launch)
     return run
 
 
@@ -116,7 +118,9 @@ def resume_run(recipe_path: str | Path, which: str, runs_root: Path = RUNS_ROOT,
         config = yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8"))
         step, checkpoint = run.checkpoints()[-1]
         machine = machine or detect_machine()
-        env, _ = engine_env(machine, online=online_requested())
+        processes = Launch(**{k: v for k, v in (getattr(record, "launch", None) or {}).items()
+                              if k in Launch.__dataclass_fields__})
+        env, _ = engine_env(machine, online=online_requested(), nproc=processes.nproc)
         segments = [s.model_dump() for s in record.segments] or [
             {"n": 1, "status": record.status, "started_at": record.started_at or ""}]
         if segments[-1]["status"] == "running":  # its process died without a word: kill -9, OOM, power
@@ -132,12 +136,12 @@ def resume_run(recipe_path: str | Path, which: str, runs_root: Path = RUNS_ROOT,
             if recipe.content_hash() != record.recipe.content_hash:
                 print(f"  note: {recipe.path} changed since this run started; the run continues as launched "
                       "(its config.yaml)")
-        _execute(run, record, config, machine, env, echo, resume_from=checkpoint)
+        _execute(run, record, config, machine, env, echo, resume_from=checkpoint, processes=processes)
     return run
 
 
 def _execute(run: RunDir, record: RunRecord, config: dict, machine: Machine, env: dict[str, str], echo: bool,
-             resume_from: Path | None = None) -> None:
+             resume_from: Path | None = None, processes: Launch | None = None) -> None:
     """One segment: launch the engine, then record how it ended. Every way out writes the record."""
     eng = get_engine(record.engine)
     t0 = time.time()
@@ -159,7 +163,8 @@ def _execute(run: RunDir, record: RunRecord, config: dict, machine: Machine, env
 
     try:
         with sigterm_as_interrupt():
-            metrics = eng.launch(run, run.path / "config.yaml", env, echo=echo, resume_from=resume_from)
+            metrics = eng.launch(run, run.path / "config.yaml", env, echo=echo, resume_from=resume_from,
+                                 processes=processes)
     except KeyboardInterrupt:
         give_up("interrupted")
         raise
@@ -220,6 +225,7 @@ def _finished(run: RunDir, record: RunRecord, config: dict, machine: Machine, me
         peak_rss_mib=metrics.get("peak_rss_mib"),
         precision=metrics.get("precision") or {},
         packing=metrics.get("packing"),
+        distributed=metrics.get("distributed"),
         memory_estimate_mib=_estimate_mib(config, machine),
         params={"trainable": metrics.get("trainable_params"), "total": metrics.get("total_params"),
                 "linear4bit_modules": metrics.get("linear4bit_modules")},

@@ -140,6 +140,9 @@ def schema_problems(config: dict[str, Any], where, capabilities=None, env_capabi
             src, line = where(dotted) if dotted else where("")
             out.append(Problem(src, dotted, clean_message(err["msg"]), line))
         return out
+    except OSError as exc:  # Axolotl read the model's config from a hub it cannot reach
+        src, line = where("base_model")
+        return [Problem(src, "base_model", str(exc).splitlines()[0], line)]
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         # Some Axolotl checks raise plain exceptions before pydantic gets to them.
         msg = str(exc)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, cast
 
 if TYPE_CHECKING:
     from tunebook.errors import Problem
+    from tunebook.launch import Launch
     from tunebook.machine import Machine
     from tunebook.runs import RunDir
 
@@ -38,8 +39,9 @@ class Engine(Protocol):
         """Keys this engine cannot honour (source and line are filled in by `resolve`)."""
 
     def launch(self, run: "RunDir", config_path: Path, env: dict[str, str], echo: bool = True,
-               resume_from: Path | None = None) -> dict:
-        """Train in a child process (from a trainer checkpoint when resuming); return the worker's metrics."""
+               resume_from: Path | None = None, processes: "Launch | None" = None) -> dict:
+        """Train in a child process (under torchrun for several; from a trainer checkpoint when
+        resuming); return rank 0's metrics."""
 
 
 def get_engine(name: str) -> Engine:

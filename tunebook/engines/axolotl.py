@@ -7,11 +7,15 @@ Its CPU differences live here: eager attention, no Triton LoRA kernels, tunebook
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunebook.engines import Setter, cpu_attention, schema_capabilities
 from tunebook.engines.process import run_worker
 from tunebook.machine import Machine
 from tunebook.runs import RunDir
+
+if TYPE_CHECKING:
+    from tunebook.launch import Launch
 
 NAME = "axolotl"
 WORKER = "tunebook.engines.axolotl_worker"
@@ -57,5 +61,5 @@ def check(config: dict) -> list:
 
 
 def launch(run: RunDir, config_path: Path, env: dict[str, str], echo: bool = True,
-           resume_from: Path | None = None) -> dict:
-    return run_worker(WORKER, run, config_path, env, echo, resume_from)
+           resume_from: Path | None = None, processes: "Launch | None" = None) -> dict:
+    return run_worker(WORKER, run, config_path, env, echo, resume_from, processes)

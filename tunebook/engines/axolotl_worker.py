@@ -24,6 +24,12 @@ def main(config_path: str, metrics_path: str, resume_from: str | None = None) ->
     from axolotl.common.datasets import load_datasets, load_preference_datasets
     from axolotl.train import train
     cfg = load_cfg(config_path)
+    import torch
+
+    if (cfg.world_size or 1) > 1 and not torch.cuda.is_available():
+        # Axolotl gives each rank device_map {"": LOCAL_RANK} (utils/config normalize_config), an
+        # accelerator index: on a CPU transformers' loader fails with "Cannot access accelerator device"
+        cfg.device_map = "cpu"
     if resume_from:  # Axolotl's own key: the trainer restores weights, optimizer, RNG and data position
         cfg.resume_from_checkpoint = resume_from
     cli_args = TrainerCliArgs()

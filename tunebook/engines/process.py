@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tunebook.launch import Launch
 from tunebook.runs import RunDir
 
 
@@ -51,12 +52,15 @@ def stop_with_make() -> None:
 
 
 def run_worker(module: str, run: RunDir, config_path: Path, env: dict[str, str], echo: bool = True,
-               resume_from: Path | None = None) -> dict:
-    """Run `python -m module CONFIG METRICS [CHECKPOINT]`; return its metrics or raise EngineFailed."""
+               resume_from: Path | None = None, launch: Launch | None = None) -> dict:
+    """Run `python -m module CONFIG METRICS [CHECKPOINT]` (under torchrun when `launch` has
+    several processes); return rank 0's metrics, with every rank's peak RSS, or raise EngineFailed."""
+    launch = launch or Launch()
     metrics_path = run.path / "metrics.json"
-    metrics_path.unlink(missing_ok=True)  # a resumed segment must not read the last one's
+    for old in [metrics_path, *run.path.glob("metrics.json.rank*")]:
+        old.unlink(missing_ok=True)  # a resumed segment must not read the last one's
     full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", module, str(config_path), str(metrics_path)] + ([str(resume_from)] if resume_from else [])
+    cmd = launch.command(module, [str(config_path), str(metrics_path)] + ([str(resume_from)] if resume_from else []))
     with open(run.log, "ab") as log:
         log.write((" ".join(cmd) + "\n").encode())
         log.flush()
@@ -83,7 +87,14 @@ def run_worker(module: str, run: RunDir, config_path: Path, env: dict[str, str],
             raise
     if rc != 0 or not metrics_path.exists():
         raise EngineFailed(rc, run.log, start)
-    return json.loads(metrics_path.read_text(encoding="utf-8"))
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    ranks = sorted((json.loads(p.read_text(encoding="utf-8")) for p in run.path.glob("metrics.json.rank*")),
+                   key=lambda r: r["rank"])
+    metrics["distributed"] = {**(metrics.get("distributed") or {}), **launch.to_dict(),
+                              "peak_rss_mib_per_rank": [r["peak_rss_mib"] for r in ranks] or [metrics.get("peak_rss_mib")]}
+    for p in run.path.glob("metrics.json.rank*"):
+        p.unlink()
+    return metrics
 
 
 class WithoutTracebacks:

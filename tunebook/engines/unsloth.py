@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunebook.engines import Setter, schema_capabilities
 from tunebook.engines.process import run_worker
@@ -18,6 +18,9 @@ from tunebook.machine import Machine
 from tunebook.loading import axolotl_template
 from tunebook.errors import Problem
 from tunebook.runs import RunDir
+
+if TYPE_CHECKING:
+    from tunebook.launch import Launch
 
 NAME = "unsloth"
 WORKER = "tunebook.engines.unsloth_worker"
@@ -235,5 +238,5 @@ def template_parts(tokenizer) -> tuple[str, str]:
 
 
 def launch(run: RunDir, config_path: Path, env: dict[str, str], echo: bool = True,
-           resume_from: Path | None = None) -> dict:
-    return run_worker(WORKER, run, config_path, env, echo, resume_from)
+           resume_from: Path | None = None, processes: "Launch | None" = None) -> dict:
+    return run_worker(WORKER, run, config_path, env, echo, resume_from, processes)

@@ -20,7 +20,37 @@ def begin() -> None:
     threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     if threads > 0:
         torch.set_num_threads(threads)
+    join_cpu_processes()
     timing.install()
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def is_rank_zero() -> bool:
+    """Only rank 0 writes what the parent reads (metrics); every rank trains."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+def join_cpu_processes() -> None:
+    """Under torchrun on a CPU, make accelerate see the other processes. Its PartialState
+    takes MULTI_CPU (gloo) only when created with cpu=True; created bare (as Axolotl and
+    transformers do) it says DistributedType.NO, one process, and each rank trains alone on
+    the whole data while torch.distributed holds a world of 2 (measured: the same loss curve
+    as one process, dataloader length unsharded). transformers' TrainingArguments resets that
+    state and makes its own from `use_cpu`, which Axolotl sets after the arguments are built
+    (too late), or from ACCELERATE_USE_CPU: so both, the state for Axolotl's data loading and
+    the variable for the trainer."""
+    import torch
+
+    if world_size() > 1 and not torch.cuda.is_available():
+        from accelerate import PartialState
+
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+        state = PartialState(cpu=True)
+        assert state.num_processes == world_size(), (state.distributed_type, state.num_processes)
+        BACKEND["backend"] = state.backend
 
 
 def count_linear4bit(model) -> int:
@@ -45,10 +75,30 @@ def common_metrics(t0: float, args, model) -> dict[str, Any]:
         "trainable_params": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
         "total_params": int(sum(p.numel() for p in model.parameters())),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "distributed": distributed(),
     }
+
+
+BACKEND: dict[str, Any] = {}  # what torch.distributed ran on, seen while the group was up
+
+
+def distributed() -> dict[str, Any]:
+    """World size and backend as this rank saw them (the engine may have torn the process
+    group down by the time the run ends, so the backend is noted while it is up)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        BACKEND["backend"] = dist.get_backend()
+    return {"world_size": world_size(), "backend": BACKEND.get("backend"),
+            "nodes": int(os.environ.get("GROUP_WORLD_SIZE") or 1) if world_size() > 1 else 1}
 
 
 def write_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
     from tunebook.atomic import atomic_write_text
 
-    atomic_write_text(Path(path), json.dumps(metrics, default=float))
+    rank = int(os.environ.get("RANK", "0") or 0)
+    if world_size() > 1:  # every rank's own peak, for the parent to gather once all have exited
+        atomic_write_text(Path(f"{path}.rank{rank}"), json.dumps({"rank": rank, "peak_rss_mib": metrics.get(
+            "peak_rss_mib")}))
+    if is_rank_zero():
+        atomic_write_text(Path(path), json.dumps(metrics, default=float))
