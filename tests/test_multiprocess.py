@@ -68,3 +68,21 @@ def test_launch_settings_are_checked_and_unsloth_says_it_is_one_process(monkeypa
 
     with pytest.raises(TunebookError, match="the unsloth engine trains in one process"):
         resolve("recipes/smollm2/qlora.yaml", check_inputs=False, launch=Launch(nproc=2))
+
+
+def test_shipped_deepspeed_configs_parse_and_a_missing_one_is_named():
+    import json
+
+    from tunebook.value_checks import deepspeed_problems
+
+    where = lambda key: ("r.yaml", 9)  # noqa: E731
+    shipped = sorted(Path("recipes/deepspeed").glob("*.json"))
+    assert len(shipped) >= 4
+    for path in shipped:
+        stage = json.loads(path.read_text())["zero_optimization"]["stage"]
+        assert stage in (1, 2, 3) and deepspeed_problems({"deepspeed": path.as_posix()}, where) == []
+    (p,) = deepspeed_problems({"deepspeed": "recipes/deepspeed/zero4.json"}, where)
+    assert (p.source, p.line, p.key) == ("r.yaml", 9, "deepspeed") and "no such DeepSpeed config" in p.message
+    assert "recipes/deepspeed/zero3_bf16.json" in p.message  # what there is to choose from
+    (p,) = deepspeed_problems({"deepspeed": "recipes/deepspeed/zero3.json", "load_in_4bit": True}, where)
+    assert "needs an adapter" in p.message

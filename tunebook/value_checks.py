@@ -154,5 +154,34 @@ def choice_problems(config: dict[str, Any], where) -> list[Problem]:
     return out
 
 
+def deepspeed_problems(config: dict[str, Any], where) -> list[Problem]:
+    """A `deepspeed:` file must exist and be a DeepSpeed config (Axolotl reads it only when it
+    launches on GPUs, minutes into a run); ZeRO-3 cannot shard 4/8-bit quantized weights."""
+    import json
+    from pathlib import Path
+
+    value = config.get("deepspeed")
+    if not value or not isinstance(value, str):
+        return []
+    src, line = where("deepspeed")
+    path = Path(value)
+    if not path.is_file():
+        from tunebook.paths import PATHS
+
+        shipped = sorted(p.relative_to(PATHS.recipes.parent).as_posix() if p.is_relative_to(PATHS.recipes.parent)
+                         else p.as_posix() for p in (PATHS.recipes / "deepspeed").glob("*.json"))
+        return [Problem(src, "deepspeed", f"no such DeepSpeed config '{value}'"
+                        + (f"; shipped: {', '.join(shipped)}" if shipped else ""), line)]
+    try:
+        ds = json.loads(path.read_text(encoding="utf-8"))
+        stage = int((ds.get("zero_optimization") or {}).get("stage", 0))
+    except (ValueError, TypeError, AttributeError) as exc:
+        return [Problem(src, "deepspeed", f"'{value}' is not a DeepSpeed JSON config: {exc}", line)]
+    if stage == 3 and (config.get("load_in_4bit") or config.get("load_in_8bit")) and not config.get("adapter"):
+        return [Problem(src, "deepspeed", "ZeRO-3 with load_in_4bit/8bit needs an adapter (qlora): quantized "
+                        "weights cannot be trained whole", line)]
+    return []
+
+
 def value_problems(config: dict[str, Any], where) -> list[Problem]:
-    return range_problems(config, where) + choice_problems(config, where)
+    return range_problems(config, where) + choice_problems(config, where) + deepspeed_problems(config, where)
