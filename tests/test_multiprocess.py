@@ -86,3 +86,14 @@ def test_shipped_deepspeed_configs_parse_and_a_missing_one_is_named():
     assert "recipes/deepspeed/zero3_bf16.json" in p.message  # what there is to choose from
     (p,) = deepspeed_problems({"deepspeed": "recipes/deepspeed/zero3.json", "load_in_4bit": True}, where)
     assert "needs an adapter" in p.message
+
+
+def test_show_prints_the_torchrun_command_for_an_8_gpu_node_even_where_the_model_is_not(capsys):
+    from tunebook.cli import main
+
+    code = main(["show", "recipes/mistral/full.yaml", "--nproc", "8"])
+    out, err = capsys.readouterr()
+    assert "-m torch.distributed.run --nproc_per_node=8 --nnodes=1" in out
+    assert "-m tunebook.engines.axolotl_worker 'runs/mistral-full/<run-id>/config.yaml'" in out
+    # an offline machine without the model in its HF cache cannot check it: the error `make train` gives
+    assert "Traceback" not in err and (code == 0 or (code == 2 and "base_model" in err))

@@ -57,33 +57,37 @@ def _cmd_validate(a) -> int:
 
 
 def _cmd_show(a) -> int:
-    from tunebook.recipe import dump_yaml
+    from tunebook.launch import from_env
+    from tunebook.recipe import dump_yaml, load_recipe
     from tunebook.resolve import resolve
 
-    from tunebook.launch import from_env
-
-    # the checks `make train` makes
-    resolved = resolve(a.recipe, a.args, engine=a.engine, launch=from_env(a.nproc or None))
+    launch = from_env(a.nproc or None)
+    if launch.distributed:
+        # first, so a node without the model (a hub id, offline here) still learns the command
+        _print_launch(launch, load_recipe(a.recipe).meta)
+    resolved = resolve(a.recipe, a.args, engine=a.engine, launch=launch)  # the checks `make train` makes
     print(dump_yaml(resolved.adapted))
     print(f"# adapted for {resolved.machine.kind}:")
     for c in resolved.changes:
         print(f"#   {c}")
-    if resolved.launch.distributed:
-        from tunebook.engines import get_engine
-
-        config = f"runs/{resolved.meta.name}/<run-id>/config.yaml"
-        cmd = resolved.launch.shell(get_engine(resolved.engine).WORKER, [config, config.replace("config.yaml",
-                                                                                          "metrics.json")])
-        print(f"# launch ({resolved.launch.world_size} processes; make train runs it for you, on each node):")
-        print(f"#   {cmd}")
-        print(f"# by hand, the engine alone: torchrun --nproc_per_node={resolved.launch.nproc} "
-              f"--nnodes={resolved.launch.nnodes} -m axolotl.cli.train {config}")
     if resolved.notices:
         print("# notices (what this config changes about what is trained or shipped):")
         for n in resolved.notices:
             print(f"#   {n.key}: {n.message}")
     resolved.say_notices()
     return 0
+
+
+def _print_launch(launch, meta) -> None:
+    from tunebook.engines import get_engine
+
+    config = f"runs/{meta.name}/<run-id>/config.yaml"
+    cmd = launch.shell(get_engine(meta.engine).WORKER, [config, config.replace("config.yaml", "metrics.json")])
+    print(f"# launch: {launch.world_size} processes ({launch.nproc} per node x {launch.nnodes} node(s)); "
+          "`make train ... NPROC=...` runs this on each node:")
+    print(f"#   {cmd}")
+    print(f"# the engine alone, by hand: torchrun --nproc_per_node={launch.nproc} --nnodes={launch.nnodes} "
+          f"-m axolotl.cli.train {config}")
 
 
 def _cmd_lock(a) -> int:
