@@ -138,3 +138,11 @@ def test_the_nightly_entry_point_runs_the_slow_suite():
     assert "make test-slow" in steps and steps.index("make test-slow") < next(
         i for i, s in enumerate(steps) if s.startswith("make bench"))
     assert "v1 (lora" not in Path("tests/test_slow.py").read_text()
+
+
+def test_a_matrix_row_can_ask_for_several_processes():
+    from tunebook.bench import Matrix
+
+    m = Matrix.load("bench/nightly.yaml")
+    assert list(zip(m.recipes, m.nproc))[-1] == ("recipes/smollm2/lora.yaml", 2)
+    assert set(m.nproc[:-1]) == {1} and len(m.nproc) == len(m.recipes)

@@ -28,6 +28,7 @@ import yaml
 from tunebook import records
 from tunebook.evaluate import lower_is_better, main_metric
 from tunebook.atomic import atomic_path
+from tunebook.launch import Launch
 from tunebook.paths import PATHS
 from tunebook.records import EvalRecord
 
@@ -55,6 +56,7 @@ class Thresholds:
 @dataclass
 class Matrix:
     recipes: list[str]
+    nproc: list[int] = field(default_factory=list)  # processes per row (torchrun when > 1); 1 when absent
     args: str = ""
     eval_tasks: list[str] = field(default_factory=lambda: ["nba_mc", "control_mc"])
     eval_limit: int | None = 50
@@ -63,7 +65,9 @@ class Matrix:
     @classmethod
     def load(cls, path: str | Path) -> "Matrix":
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        return cls(recipes=raw["recipes"], args=raw.get("args", ""),
+        entries = [e if isinstance(e, dict) else {"recipe": e} for e in raw["recipes"]]
+        return cls(recipes=[str(e["recipe"]) for e in entries], nproc=[int(e.get("nproc") or 1) for e in entries],
+                   args=raw.get("args", ""),
                    eval_tasks=raw.get("eval", {}).get("tasks", ["nba_mc", "control_mc"]),
                    eval_limit=raw.get("eval", {}).get("limit", 50),
                    thresholds=Thresholds(**raw.get("thresholds", {})))
@@ -243,10 +247,18 @@ def run_bench(matrix_path: str | Path, db: Path = DB, runs_root: Path = PATHS.be
     peaks = matmul_peaks()
     con = connect(db)
     rows, found = [], []
-    for recipe in m.recipes:
-        run = train(recipe, m.args, runs_root=runs_root)
+    for recipe, nproc in zip(m.recipes, m.nproc or [1] * len(m.recipes)):
+        run = train(recipe, m.args, runs_root=runs_root, launch=Launch(nproc=nproc))
         ensure_eval(run, m.eval_tasks, m.eval_limit)
         row = row_from_run(run, bench_id, peaks, m.eval_tasks)
+        if nproc > 1:
+            # its own history line: comparable only with rows of the same process count
+            row["recipe"] = f"{row['recipe']} x{nproc}proc"
+            one = next((r for r in rows if r["run_dir"] and r["recipe"] == row["recipe"].split(" x")[0]), None)
+            row["metrics"]["world_size"] = nproc
+            if one and one["tokens_per_s"] and row["tokens_per_s"]:
+                # tokens/s of n processes over 1 on the same cores: below 1 on a small CPU, tracked
+                row["metrics"]["scaling_efficiency"] = round(row["tokens_per_s"] / one["tokens_per_s"], 3)
         row["id"] = append(con, row)
         prev = previous(con, row)
         if prev:

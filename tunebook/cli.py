@@ -239,8 +239,10 @@ def _cmd_bench(a) -> int:
         fracs = [x for x in (r["frac_bf16_peak"], r["frac_fp32_peak"]) if x]
         best = min(fracs) if fracs else None
         frac = f"{100 * best:.1f}" if best else "n/a"
+        scaling = r["metrics"].get("scaling_efficiency")
         print(f"{r['recipe']:<22}{r['tokens_per_s'] or 0:>9.1f}{r['peak_rss_mib'] or 0:>10.0f}"
-              f"{r['time_to_first_step_s'] or 0:>11.1f}{frac:>11}  {json.dumps(r['quality'])}")
+              f"{r['time_to_first_step_s'] or 0:>11.1f}{frac:>11}  {json.dumps(r['quality'])}"
+              + (f"  scaling {scaling:.2f} of 1 process" if scaling else ""))
         print(f"{'':<63}{_versus(r, r.get('previous'))}")
     print(f"history plot: {Path(a.db).parent / 'plots' / 'history.png'}")
     if found:
