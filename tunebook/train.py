@@ -118,7 +118,7 @@ def resume_run(recipe_path: str | Path, which: str, runs_root: Path = RUNS_ROOT,
         config = yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8"))
         step, checkpoint = run.checkpoints()[-1]
         machine = machine or detect_machine()
-        processes = Launch(**{k: v for k, v in (getattr(record, "launch", None) or {}).items()
+        processes = Launch(**{k: v for k, v in (record.launch or {}).items()  # as it was launched
                               if k in Launch.__dataclass_fields__})
         env, _ = engine_env(machine, online=online_requested(), nproc=processes.nproc)
         segments = [s.model_dump() for s in record.segments] or [
