@@ -70,7 +70,9 @@ def test_each_upstream_example_imports_or_is_refused_for_its_reason(example, tmp
         assert (meta.family, meta.method) == INFERRED[example]
     text = dest.read_text()
     assert text.startswith(f"# Imported from {UPSTREAM / example} (written for axolotl-ai-cloud/axolotl main@")
-    assert text.endswith((UPSTREAM / example).read_text())  # the file itself, as upstream wrote it
+    # the file itself, as upstream wrote it (but for Axolotl's own deepspeed path: the shipped copy)
+    assert text.endswith((UPSTREAM / example).read_text().replace("deepspeed: deepspeed_configs/",
+                                                                  "deepspeed: recipes/deepspeed/"))
     assert read_lock(root)["mine/recipe.yaml"]["name"] == "mine-recipe" and check(root) == []
     assert any("hub id" in item for item in imported.to_decide)  # every example names a hub model
 
@@ -188,3 +190,11 @@ def test_copied_settings_that_change_what_is_trained_are_said(smollm2_dir, tmp_p
                for w in warnings)
     assert any("val_set_size: 2 evaluation pass(es) on this CPU over" in w for w in warnings)  # 2 steps, 4/epoch
     assert any("train_on_inputs: loss on the prompt tokens too" in w for w in warnings)
+
+
+def test_an_upstream_deepspeed_path_points_at_the_shipped_copy(tmp_path):
+    root = tmp_path / "recipes"
+    root.mkdir()
+    imported = import_recipe(UPSTREAM / "examples/mistral/mixtral/mixtral.yml", root / "mine" / "moe.yaml", root)
+    assert load_recipe(imported.path).config["deepspeed"] == "recipes/deepspeed/zero2.json"
+    assert any("deepspeed deepspeed_configs/zero2.json" in item for item in imported.to_decide)

@@ -104,10 +104,26 @@ def import_config(src: Path, dest: Path, root: Path) -> Imported:
                   f"`make new`;\n# checked against Axolotl {_installed('axolotl')}. Everything below the recipe "
                   "block is the file as written.\n")
     block = yaml.safe_dump({"recipe": meta}, sort_keys=False, allow_unicode=True, width=100)
-    text = src.read_text(encoding="utf-8")
+    text, notes = _shipped_deepspeed(src.read_text(encoding="utf-8"), config)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(provenance + block + "\n" + text, encoding="utf-8")
-    return Imported(dest, meta, to_decide(config))
+    return Imported(dest, meta, notes + to_decide(config))
+
+
+def _shipped_deepspeed(text: str, config: dict[str, Any]) -> tuple[str, list[str]]:
+    """Upstream examples name Axolotl's own `deepspeed_configs/zeroN.json`, relative to its
+    repository; tunebook ships the same files in recipes/deepspeed/: point the line there."""
+    value = config.get("deepspeed")
+    if not isinstance(value, str) or not value.startswith("deepspeed_configs/"):
+        return text, []
+    from tunebook.paths import PATHS
+
+    shipped = PATHS.recipes / "deepspeed" / Path(value).name
+    if not shipped.is_file():
+        return text, []
+    to = shipped.relative_to(PATHS.root).as_posix()
+    new = re.sub(rf"(?m)^(deepspeed:\s*['\"]?){re.escape(value)}", rf"\g<1>{to}", text, count=1)
+    return new, [f"deepspeed {value} (Axolotl's repository) now names {to}, the same file shipped with tunebook"]
 
 
 def upstream_version(src: Path) -> str:
