@@ -97,6 +97,8 @@ def test_bench_cli_writes_history_and_exits_nonzero_on_a_planted_regression(tmp_
     (row,) = con.execute("SELECT recipe, version, tokens_per_s, peak_rss_mib, frac_bf16_peak, frac_fp32_peak, "
                          "time_to_first_step_s, quality, git_commit, packages, achieved_flops, metrics "
                          "FROM results WHERE bench_id != 'planted'").fetchall()
+    # tokens/s and peak RSS were recorded (non-zero), never compared with a threshold: a busy
+    # machine changes their values, not whether they are there
     assert row[0] == "smollm2-lora" and row[2] > 0 and row[3] > 0
     # fractions of the matmul peaks measured in the same run: checked as arithmetic, not as
     # values (a busy CI machine measures a low peak, and the fraction can pass 1)
