@@ -88,6 +88,23 @@ def test_shipped_deepspeed_configs_parse_and_a_missing_one_is_named():
     assert "needs an adapter" in p.message
 
 
+def test_fsdp2_settings_are_checked_against_the_model_and_deepspeed():
+    from tunebook.recipe import load_recipe
+    from tunebook.value_checks import fsdp_problems
+
+    where = lambda key: ("r.yaml", 7)  # noqa: E731
+    for path in sorted(Path("recipes").glob("*/*fsdp*.yaml")):  # shipped: clean
+        assert fsdp_problems(load_recipe(path).config, where) == [], path
+    cfg = load_recipe("recipes/llama3/full-fsdp2.yaml").config
+    typo = {**cfg, "fsdp_config": {**cfg["fsdp_config"], "transformer_layer_cls_to_wrap": "LlamaDecoderLayr"}}
+    (p,) = fsdp_problems(typo, where)
+    assert p.key == "fsdp_config.transformer_layer_cls_to_wrap" and "did you mean 'LlamaDecoderLayer'" in p.message
+    qwen = {**cfg, "recipe": {**cfg["recipe"], "family": "qwen3"}}  # a Llama layer on a Qwen3 model
+    assert "not a layer of a qwen3 model" in fsdp_problems(qwen, where)[0].message
+    both = {**cfg, "deepspeed": "recipes/deepspeed/zero3.json"}  # Axolotl refuses this only for FSDP1's `fsdp:`
+    assert "keep one" in fsdp_problems(both, where)[0].message
+
+
 def test_show_prints_the_torchrun_command_for_an_8_gpu_node_even_where_the_model_is_not(capsys):
     from tunebook.cli import main
 
@@ -97,3 +114,45 @@ def test_show_prints_the_torchrun_command_for_an_8_gpu_node_even_where_the_model
     assert "-m tunebook.engines.axolotl_worker 'runs/mistral-full/<run-id>/config.yaml'" in out
     # an offline machine without the model in its HF cache cannot check it: the error `make train` gives
     assert "Traceback" not in err and (code == 0 or (code == 2 and "base_model" in err))
+
+
+@pytest.mark.matrix  # a local Ray cluster and two engine workers: ~1 minute, nightly (make test-matrix)
+def test_use_ray_trains_on_a_local_ray_cluster_with_two_cpu_workers(tiny_llama, memorise_data, tmp_path):
+    """Axolotl's `use_ray`/`ray_num_workers` from a recipe: Ray Train places 2 CPU workers, each
+    runs the engine worker, gloo joins them; the curve is the 2-process torchrun curve's
+    (the same gradients: see the module docstring), within the same 1e-3."""
+    common = dict(max_steps=3, micro_batch_size=4, learning_rate=1e-2, lora_dropout=0.0, logging_steps=1,
+                  bf16=False, save_strategy="no", save_steps=None, gradient_accumulation_steps=1)
+    ray_recipe = write_tiny_recipe(Path("recipes/smollm2/lora.yaml"), tmp_path / "ray.yaml", tiny_llama, memorise_data,
+                                   use_ray=True, ray_num_workers=2, **common)
+    torchrun_recipe = write_tiny_recipe(Path("recipes/smollm2/lora.yaml"), tmp_path / "tr.yaml", tiny_llama,
+                                        memorise_data, **common)
+    r = train(ray_recipe, runs_root=tmp_path / "ray", echo=False).read_record()
+    t = train(torchrun_recipe, runs_root=tmp_path / "tr", echo=False, launch=Launch(nproc=2, master_port=29519)).read_record()
+    assert r.launch["launcher"] == "ray" and r.launch["world_size"] == 2
+    assert r.distributed["world_size"] == 2 and r.distributed["backend"] == "gloo"
+    assert {c["key"] for c in r.adaptations} >= {"use_ray", "ray_num_workers"}  # said, and kept from the engine
+    pairs = [(p.loss, q.loss) for p, q in zip(t.loss_curve, r.loss_curve)]
+    assert len(pairs) == 3 and all(abs(x - y) <= 1e-3 * abs(x) for x, y in pairs), pairs
+
+
+def test_ray_launch_command_and_its_refusals(monkeypatch):
+    from tunebook.launch import for_recipe
+
+    said = []
+    cfg = {"use_ray": True, "ray_num_workers": 3, "resources_per_worker": {"GPU": 1}}
+    launch = for_recipe(Launch(), cfg, has_cuda=False, set_key=lambda k, v, why: said.append(k))
+    assert (launch.ray, launch.nproc, launch.ray_resources) == (True, 3, None)  # a GPU request is not asked of a CPU
+    assert said == ["use_ray", "ray_num_workers", "resources_per_worker"]
+    cmd = launch.command("tunebook.engines.axolotl_worker", ["c.yaml", "m.json"])
+    assert cmd[1:4] == ["-m", "tunebook.engines.ray_launch", "--workers=3"] and "--gpu" not in cmd
+    assert cmd[-4:] == ["--", "tunebook.engines.axolotl_worker", "c.yaml", "m.json"]
+    gpu = for_recipe(Launch(nproc=8), dict(cfg), has_cuda=True, set_key=lambda *a: None)
+    assert gpu.nproc == 8 and "--gpu" in gpu.command("m", []) and '--resources={"GPU": 1}' in gpu.command("m", [])
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    env_launch = from_env()
+    assert env_launch.ray and "--address=ray://head:10001" in for_recipe(env_launch, {}, False, None).command("m", [])
+    from tunebook.resolve import resolve
+
+    with pytest.raises(TunebookError, match="use_ray / RAY_ADDRESS needs the axolotl engine"):
+        resolve("recipes/smollm2/qlora.yaml", check_inputs=False, launch=env_launch)

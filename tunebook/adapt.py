@@ -55,6 +55,9 @@ def _set(cfg: dict, key: str, value: Any, why: str, changes: list[Change]) -> No
     changes.append(Change(key, old, value, why))
 
 
+set_key = _set  # for the steps after adaptation that change the config too (the launcher, resolve.py)
+
+
 def adapt_config(config: dict[str, Any], machine: Machine, engine: str = "axolotl") -> tuple[dict[str, Any], list[Change]]:
     """Return (adapted copy, changes). Pure: the same input and machine give the same output."""
     cfg = copy.deepcopy(config)

@@ -62,10 +62,12 @@ def _cmd_show(a) -> int:
     from tunebook.resolve import resolve
 
     launch = from_env(a.nproc or None)
-    if launch.distributed:
+    if launch.distributed and not launch.ray:
         # first, so a node without the model (a hub id, offline here) still learns the command
         _print_launch(launch, load_recipe(a.recipe).meta)
     resolved = resolve(a.recipe, a.args, engine=a.engine, launch=launch)  # the checks `make train` makes
+    if resolved.launch.ray:  # the recipe's use_ray decides, so only after resolving
+        _print_launch(resolved.launch, resolved.meta)
     print(dump_yaml(resolved.adapted))
     print(f"# adapted for {resolved.machine.kind}:")
     for c in resolved.changes:
@@ -83,6 +85,11 @@ def _print_launch(launch, meta) -> None:
 
     config = f"runs/{meta.name}/<run-id>/config.yaml"
     cmd = launch.shell(get_engine(meta.engine).WORKER, [config, config.replace("config.yaml", "metrics.json")])
+    if launch.ray:
+        print(f"# launch: Ray Train, {launch.nproc} workers on {launch.ray_address or 'a local Ray cluster'}; "
+              "`make train` runs:")
+        print(f"#   {cmd}")
+        return
     print(f"# launch: {launch.world_size} processes ({launch.nproc} per node x {launch.nnodes} node(s)); "
           "`make train ... NPROC=...` runs this on each node:")
     print(f"#   {cmd}")

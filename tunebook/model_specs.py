@@ -49,6 +49,7 @@ class ModelSpec:
 KNOWN = {
     "meta-llama/Llama-3.2-1B-Instruct": ModelSpec(2048, 16, 8192, 32, 8, 128256, True, 64),
     "meta-llama/Llama-3.1-8B-Instruct": ModelSpec(4096, 32, 14336, 32, 8, 128256, False, 128),
+    "meta-llama/Llama-3.1-70B-Instruct": ModelSpec(8192, 80, 28672, 64, 8, 128256, False, 128),
     "Qwen/Qwen3-0.6B": ModelSpec(1024, 28, 3072, 16, 8, 151936, True, 128),
     "Qwen/Qwen3-8B": ModelSpec(4096, 36, 12288, 32, 8, 151936, False, 128),
     "google/gemma-3-1b-it": ModelSpec(1152, 26, 6912, 4, 1, 262144, True, 256),

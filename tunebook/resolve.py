@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunebook.adapt import Change, adapt_config
+from tunebook.adapt import Change, adapt_config, set_key
 from tunebook.data.preflight import DataCheck, check_training_data
 from tunebook.engines import get_engine
 from tunebook.errors import Problem, TunebookError
-from tunebook.launch import Launch
+from tunebook.launch import Launch, for_recipe
 from tunebook.machine import Machine, detect
 from tunebook.notices import Notice, notices
 from tunebook.paths import PATHS
@@ -133,15 +133,17 @@ def resolve(recipe: str | Path | Recipe, args: str | list[str] | None = None, en
     engine_name = config["recipe"].get("engine", "axolotl")
     eng = get_engine(engine_name)
     adapted, changes = adapt_config(config, machine, engine=engine_name)
+    launch = for_recipe(launch, adapted, machine.has_cuda, lambda key, value, why: set_key(adapted, key, value, why, changes))
     caps, env_caps = eng.capabilities(machine)
     validate(adapted, where, capabilities=caps, env_capabilities=env_caps)
     unhonoured = []
     for p in eng.check(adapted):
         source, line = where(p.key)
         unhonoured.append(Problem(source, p.key, p.message, line))
-    if launch.distributed and engine_name == "unsloth":
-        unhonoured.append(Problem("NPROC", "", f"the unsloth engine trains in one process; NPROC={launch.nproc} "
-                                  "needs the axolotl engine (torchrun)"))
+    if (launch.distributed or launch.ray) and engine_name == "unsloth":
+        how = ("use_ray / RAY_ADDRESS", "Ray Train") if launch.ray else (f"NPROC={launch.nproc}", "torchrun")
+        unhonoured.append(Problem("NPROC", "", f"the unsloth engine trains in one process; {how[0]} "
+                                  f"needs the axolotl engine ({how[1]})"))
     if unhonoured:
         raise TunebookError(unhonoured, hint=f"engine '{engine_name}' is set in recipe.engine (override: ENGINE=axolotl)")
     data = check_training_data(config, where, PATHS.data_checks) if check_inputs else []

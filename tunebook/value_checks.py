@@ -183,5 +183,56 @@ def deepspeed_problems(config: dict[str, Any], where) -> list[Problem]:
     return []
 
 
+# the transformers model type of each shipped family, for checks that need the architecture
+# before the model is at hand (a hub id on an offline machine)
+FAMILY_MODEL_TYPE = {"smollm2": "llama", "llama3": "llama", "qwen3": "qwen3", "gemma3": "gemma3", "mistral": "mistral"}
+
+
+def _model_type(config: dict[str, Any]) -> str | None:
+    import json
+
+    local = Path(str(config.get("base_model") or "")) / "config.json"
+    if local.is_file():
+        try:
+            return json.loads(local.read_text(encoding="utf-8")).get("model_type")
+        except ValueError:
+            return None
+    return FAMILY_MODEL_TYPE.get(str((config.get("recipe") or {}).get("family")))
+
+
+def fsdp_problems(config: dict[str, Any], where) -> list[Problem]:
+    """FSDP settings Axolotl accepts and a GPU node then fails on, or silently ignores: a
+    wrapped layer class the model does not have (FSDP shards nothing per layer), DeepSpeed
+    beside an FSDP2 `fsdp_config` (Axolotl refuses only the FSDP1 `fsdp:` list with it). (Axolotl's
+    FSDP-QLoRA guide names llama/mistral/mixtral only, but its own examples train Qwen3 so: not checked.)"""
+    fc = config.get("fsdp_config") or {}
+    if not (config.get("fsdp") or fc):
+        return []
+    out = []
+    src, line = where("fsdp_config" if fc else "fsdp")
+    if config.get("deepspeed"):
+        out.append(Problem(src, "fsdp_config", "DeepSpeed and FSDP both shard the model: keep one (deepspeed: or "
+                           "fsdp_version/fsdp_config)", line))
+    model_type = _model_type(config)
+    layer = fc.get("transformer_layer_cls_to_wrap") or fc.get("fsdp_transformer_layer_cls_to_wrap")
+    if layer and model_type:
+        import importlib
+
+        from tunebook.validation import suggest
+
+        try:
+            module = importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
+        except ImportError:
+            module = None
+        layers = {n for n in dir(module) if n.endswith("DecoderLayer")} if module else set()
+        if layers and layer not in layers:
+            key = "transformer_layer_cls_to_wrap" if "transformer_layer_cls_to_wrap" in fc else "fsdp_transformer_layer_cls_to_wrap"
+            src, line = where(f"fsdp_config.{key}")
+            out.append(Problem(src, f"fsdp_config.{key}", f"'{layer}' is not a layer of a {model_type} model"
+                               f"{suggest(layer, layers)} (FSDP would wrap no layer)", line))
+    return out
+
+
 def value_problems(config: dict[str, Any], where) -> list[Problem]:
-    return range_problems(config, where) + choice_problems(config, where) + deepspeed_problems(config, where)
+    return (range_problems(config, where) + choice_problems(config, where) + deepspeed_problems(config, where)
+            + fsdp_problems(config, where))

@@ -7,6 +7,7 @@ crash, an OOM kill or Ctrl-C leaves the parent able to mark the run.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -30,6 +31,10 @@ def main(config_path: str, metrics_path: str, resume_from: str | None = None) ->
         # Axolotl gives each rank device_map {"": LOCAL_RANK} (utils/config normalize_config), an
         # accelerator index: on a CPU transformers' loader fails with "Cannot access accelerator device"
         cfg.device_map = "cpu"
+    if os.environ.get("TUNEBOOK_RAY_WORKER"):
+        # set after load_cfg resolved dtype and batch sizes here, on the worker: inside train()
+        # it keeps Axolotl off the main-thread-only signal handler and hands the trainer to Ray
+        cfg.use_ray = True
     if resume_from:  # Axolotl's own key: the trainer restores weights, optimizer, RNG and data position
         cfg.resume_from_checkpoint = resume_from
     cli_args = TrainerCliArgs()
