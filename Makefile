@@ -45,8 +45,8 @@ new: ## copy-and-tweak: make new FROM=recipes/smollm2/lora.yaml TO=recipes/my-te
 merge: ## merge RECIPE's adapter into its base [RUN=id] -> runs/<name>/<run>/merged/
 	$(TB) merge $(RECIPE) $(if $(RUN),--run $(RUN))
 
-eval: ## lm-eval RECIPE's latest run [RUN=id] and its base on local tasks [TASKS=a,b] [LIMIT=n]
-	$(TB) eval $(RECIPE) $(if $(RUN),--run $(RUN)) $(if $(TASKS),--tasks $(TASKS)) $(if $(LIMIT),--limit $(LIMIT))
+eval: ## lm-eval RECIPE's latest run [RUN=id] and its base on local tasks [TASKS=a,b] [LIMIT=n] [NPROC=n: data parallel]
+	$(TB) eval $(RECIPE) $(if $(RUN),--run $(RUN)) $(if $(TASKS),--tasks $(TASKS)) $(if $(LIMIT),--limit $(LIMIT)) $(if $(NPROC),--nproc $(NPROC))
 
 compare: ## base vs full vs LoRA vs QLoRA, whole test sets -> reports/<id>/report.md|html + PNGs [RECIPES="..."] [LIMIT=n]
 	$(TB) compare $(if $(RECIPES),--recipes "$(RECIPES)") $(if $(LIMIT),--limit $(LIMIT))

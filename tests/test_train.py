@@ -436,3 +436,41 @@ def test_sigterm_stops_the_engine_and_marks_the_run_interrupted(tiny_llama, memo
     assert not engine_alive(), "the engine kept training after its parent was stopped"
     record = json.loads((logs[0].parents[1] / "run.json").read_text())
     assert record["status"] == "interrupted" and (logs[0].parents[1] / "INCOMPLETE").exists()
+
+
+def test_eval_in_two_processes_scores_what_one_process_scores(runs):
+    """`make eval NPROC=2`: lm-eval shards each task's documents between two ranks (gloo on a
+    CPU) and gathers the per-document scores on rank 0, so every metric is the one process's
+    (the same documents, the same model; sums in another order: 1e-9). Both paths of lm-eval:
+    loglikelihood (nba_mc, 6 documents) and generation (nba_qa, 3)."""
+    from tunebook.evaluate import score
+    from tunebook.loading import run_config
+
+    run = runs["lora"]
+    cfg = run_config(run)
+    one_what, one = score(cfg, run.output, ["nba_mc", "nba_qa"], 6, nproc=1)
+    two_what, two = score(cfg, run.output, ["nba_mc", "nba_qa"], 6, nproc=2)
+    # lm-eval pads the ranks to equal batches: each answers half the requests (or one more)
+    per_rank = [int(n) for n in two_what.split("requests per rank: ")[1].rstrip(")").split(", ")]
+    assert two_what.startswith(f"{one_what}, 2 processes") and len(per_rank) == 2
+    assert min(per_rank) > 0 and max(per_rank) < sum(per_rank) * 0.6
+    for task in ("nba_mc", "nba_qa"):
+        metrics = [m for m, v in one[task].items() if isinstance(v, float) and "stderr" not in m]
+        assert metrics and one[task]["sample_len" if "sample_len" in one[task] else metrics[0]] is not None
+        for m in metrics:
+            assert two[task][m] == pytest.approx(one[task][m], abs=1e-9), (task, m)
+
+
+def test_vllm_is_given_what_the_hf_path_loads(runs):
+    """vLLM needs CUDA (not installed here): its lm-eval arguments are checked, not run."""
+    from tunebook.evaluate import vllm_available, vllm_model_args
+    from tunebook.loading import run_config
+
+    assert not vllm_available()  # this CPU machine: the HF path
+    lora = vllm_model_args(run_config(runs["lora"]), runs["lora"].output, nproc=4)
+    assert lora["pretrained"] == str(run_config(runs["lora"])["base_model"]) and lora["lora_local_path"] == str(runs["lora"].output)
+    assert lora["data_parallel_size"] == 4 and "quantization" not in lora and lora["max_lora_rank"] >= 8
+    qlora = vllm_model_args(run_config(runs["qlora"]), runs["qlora"].output)
+    assert qlora["quantization"] == "bitsandbytes"  # a QLoRA adapter is scored on its 4-bit base, as on the HF path
+    full = vllm_model_args(run_config(runs["full"]), runs["full"].output)
+    assert full["pretrained"] == str(runs["full"].output) and "lora_local_path" not in full

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -194,7 +195,7 @@ def _cmd_eval(a) -> int:
 
     run = _run_for(a.recipe, a.run)
     tasks = [t for t in a.tasks.split(",") if t] or None
-    print(render(ensure_eval(run, tasks, a.limit)))
+    print(render(ensure_eval(run, tasks, a.limit, nproc=a.nproc or int(os.environ.get("NPROC") or 1))))
     return 0
 
 
@@ -323,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", default=None)
     p.add_argument("--tasks", default="", help="comma-separated (default: nba_qa,nba_mc,control_mc,nba_ppl)")
     p.add_argument("--limit", type=int, default=None, help="first N documents of each task")
+    p.add_argument("--nproc", type=int, default=None,
+                   help="score in N processes under torchrun, each its share of the documents (lm-eval's data parallel)")
     p.set_defaults(fn=_cmd_eval)
 
     p = sub.add_parser("compare", help="base vs full vs LoRA vs QLoRA report (trains/evaluates what is missing)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -24,7 +25,7 @@ from tunebook import records
 from tunebook.data.nba import SYSTEM  # the prompt the NBA rows were written with, defined once there
 from tunebook.errors import Problem, TunebookError
 from tunebook.paths import PATHS
-from tunebook.loading import POLICY, chat_template_text, load_base, load_run, run_config
+from tunebook.loading import POLICY, chat_template_text, load, run_config
 from tunebook.records import BaseScores, EvalRecord
 from tunebook.runs import RunDir, atomic_write_json
 
@@ -100,23 +101,107 @@ def eval_precision() -> str:
     return "bfloat16" if not torch.cuda.is_available() and detect().cpu_bf16 else "float32"
 
 
-def run_lm_eval(model, tok, tasks: list[str], limit: int | None = None, tasks_dir: Path = TASKS_DIR) -> dict:
+def _count_requests(lm, counts: dict) -> None:
+    """How many requests this rank answered: the proof, in the record, that the ranks shared
+    the work (the same gathered means would come out if each scored every document)."""
+    for name in ("loglikelihood", "loglikelihood_rolling", "generate_until"):
+        method = getattr(lm, name)
+
+        def counted(reqs, *args, _method=method, **kwargs):
+            counts["requests"] = counts.get("requests", 0) + len(reqs)
+            return _method(reqs, *args, **kwargs)
+
+        setattr(lm, name, counted)
+
+
+def run_lm_eval(model, tok, tasks: list[str], limit: int | None = None, tasks_dir: Path = TASKS_DIR,
+                requests: dict | None = None, lm=None) -> dict:
+    """lm-eval on one loaded model. Under torchrun (`score` with nproc > 1) each rank gets its
+    share of every task's documents from lm-eval itself (its evaluator shards requests by
+    rank and gathers the metrics on rank 0); lm-eval sets that up only for a model it loads
+    by name on GPUs, so for a model handed over as an object (its "custom distributed
+    integration") the rank, world size and accelerator are given to HFLM here."""
     import torch
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
+    requests = {} if requests is None else requests
     bf16 = eval_precision() == "bfloat16"
     with resolved_tasks(tasks_dir) as tmp:
         # batch 32: on CPU, generation is latency-bound per step and a bigger batch amortises it;
         # lm-eval's own autocast (mixed_precision_dtype) wraps every model call, log-softmax in fp32
-        lm = HFLM(pretrained=model, tokenizer=tok, batch_size=32, max_length=1024, softmax_dtype=torch.float32,
-                  mixed_precision_dtype=torch.bfloat16 if bf16 else None)
+        if lm is None:
+            lm = HFLM(pretrained=model, tokenizer=tok, batch_size=32, max_length=1024, softmax_dtype=torch.float32,
+                      mixed_precision_dtype=torch.bfloat16 if bf16 else None)
+        if model is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+            from accelerate import Accelerator
+
+            lm.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+            lm._rank, lm._world_size = lm.accelerator.process_index, lm.accelerator.num_processes
+            _count_requests(lm, requests)
         out = simple_evaluate(model=lm, tasks=list(tasks), limit=limit, num_fewshot=0,
                               task_manager=TaskManager(include_path=str(tmp), include_defaults=False),
                               apply_chat_template=bool(tok.chat_template), system_instruction=SYSTEM,
                               log_samples=False, bootstrap_iters=100)
+    if out is None:  # ranks other than 0: lm-eval hands the results to rank 0 only
+        return {}
     return {t: {k: v for k, v in r.items() if k != "alias"} for t, r in out["results"].items()}
+
+
+def vllm_available() -> bool:
+    """vLLM is a CUDA engine: used when it is installed on a GPU machine (TUNEBOOK_EVAL_BACKEND=hf opts out)."""
+    import importlib.util
+
+    import torch
+
+    return (os.environ.get("TUNEBOOK_EVAL_BACKEND") != "hf" and torch.cuda.is_available()
+            and importlib.util.find_spec("vllm") is not None)
+
+
+def vllm_model_args(cfg: dict, weights: Path, nproc: int = 1) -> dict:
+    """lm-eval's `vllm` model for what `loading.load` would load: an adapter through vLLM's
+    LoRA support on its base (a QLoRA adapter on the base quantized by bitsandbytes, as the
+    policy says), a full run's folder as is; NPROC GPUs as vLLM's own data parallelism."""
+    weights = Path(weights)
+    adapter_cfg = weights / "adapter_config.json"
+    args: dict = {"pretrained": str(weights), "dtype": "bfloat16", "max_model_len": 1024,
+                  "trust_remote_code": bool(cfg.get("trust_remote_code")), "data_parallel_size": max(1, nproc),
+                  "tokenizer": str(weights if (weights / "tokenizer_config.json").exists() else cfg["base_model"])}
+    if adapter_cfg.exists():
+        rank = int(json.loads(adapter_cfg.read_text(encoding="utf-8")).get("r") or 16)
+        args.update(pretrained=str(cfg["base_model"]), lora_local_path=str(weights), max_lora_rank=max(8, rank))
+        if cfg.get("load_in_4bit"):
+            args["quantization"] = "bitsandbytes"
+    return args
+
+
+def _score_vllm(cfg: dict, weights: Path, tasks: list[str], limit: int | None, nproc: int) -> tuple[str, dict]:
+    from lm_eval.models.vllm_causallms import VLLM
+
+    args = vllm_model_args(cfg, weights, nproc)
+    lm = VLLM(**args)
+    template = chat_template_text(cfg)
+    if template:  # the recipe's template, as `loading.tokenizer` sets it for the HF path
+        lm.tokenizer.chat_template = template
+    what = (f"vLLM: {args['pretrained']}" + (f" ({args['quantization']})" if "quantization" in args else " (bf16)")
+            + (f" + adapter {args['lora_local_path']}" if "lora_local_path" in args else "")
+            + f", data parallel {args['data_parallel_size']}")
+    return what, run_lm_eval(None, lm.tokenizer, tasks, limit, lm=lm)
+
+
+def score(cfg: dict, weights: Path, tasks: list[str], limit: int | None, nproc: int = 1) -> tuple[str, dict]:
+    """(what was evaluated, lm-eval results) for `weights` under POLICY: in this process, or
+    with NPROC > 1 in that many processes under torchrun, each scoring its share of the
+    documents (`tunebook/eval_worker.py`); through vLLM where it is installed on a GPU."""
+    if vllm_available():
+        return _score_vllm(cfg, Path(weights), tasks, limit, nproc)
+    if nproc <= 1:
+        loaded = load(cfg, Path(weights))
+        return loaded.description, run_lm_eval(loaded.model, loaded.tokenizer, tasks, limit)
+    from tunebook.eval_worker import score_in_processes
+
+    return score_in_processes(cfg, Path(weights), tasks, limit, nproc)
 
 
 def eval_key(models: list[Path], tasks: list[str], limit: int | None, chat_template: str | None,
@@ -129,16 +214,15 @@ def eval_key(models: list[Path], tasks: list[str], limit: int | None, chat_templ
                                      sort_keys=True).encode()).hexdigest()[:16]
 
 
-def evaluate_base(cfg: dict, tasks: list[str], limit: int | None) -> dict:
+def evaluate_base(cfg: dict, tasks: list[str], limit: int | None, nproc: int = 1) -> dict:
     """Scores of a config's base model (with its chat template), cached under eval_key."""
     base = str(cfg["base_model"])
     versions = task_versions(tasks)
     cached = CACHE / f"{eval_key([Path(base)], tasks, limit, chat_template_text(cfg), versions)}.json"
     if cached.exists():
         return {**json.loads(cached.read_text()), "cached": True}
-    loaded = load_base(cfg)
-    result = {"model": base, "results": run_lm_eval(loaded.model, loaded.tokenizer, tasks, limit),
-              "task_versions": versions}
+    _what, results = score(cfg, Path(base), tasks, limit, nproc)
+    result = {"model": base, "results": results, "task_versions": versions}
     atomic_write_json(cached, result)
     return {**result, "cached": False}
 
@@ -153,7 +237,7 @@ def _run_tasks(cfg: dict, tasks: list[str] | None) -> list[str]:
     return list(tasks or (cfg.get("recipe") or {}).get("eval_tasks") or DEFAULT_TASKS)
 
 
-def ensure_eval(run: RunDir, tasks: list[str] | None = None, limit: int | None = None) -> EvalRecord:
+def ensure_eval(run: RunDir, tasks: list[str] | None = None, limit: int | None = None, nproc: int = 1) -> EvalRecord:
     """The run's eval.json when it answers exactly this question (eval_key), else a new eval.
 
     `make eval`, `make compare` and `make bench` all come through here: an eval made for
@@ -166,20 +250,19 @@ def ensure_eval(run: RunDir, tasks: list[str] | None = None, limit: int | None =
         if saved.key == eval_key(_weights(run, cfg), tasks, limit, chat_template_text(cfg)):
             saved.reused = True
             return saved
-    return evaluate_run(run, tasks, limit)
+    return evaluate_run(run, tasks, limit, nproc)
 
 
-def evaluate_run(run: RunDir, tasks: list[str] | None = None, limit: int | None = None) -> EvalRecord:
+def evaluate_run(run: RunDir, tasks: list[str] | None = None, limit: int | None = None, nproc: int = 1) -> EvalRecord:
     cfg = run_config(run)
     tasks = _run_tasks(cfg, tasks)
     template_text = chat_template_text(cfg)
     t0 = time.time()
-    loaded = load_run(run)
-    results = run_lm_eval(loaded.model, loaded.tokenizer, tasks, limit)
-    base = evaluate_base(cfg, tasks, limit)
+    evaluated, results = score(cfg, run.output, tasks, limit, nproc)
+    base = evaluate_base(cfg, tasks, limit, nproc)
     record = EvalRecord(
         schema_version=records.SCHEMA_VERSION, run=str(run.path), recipe=run.read_record().recipe,
-        evaluated=loaded.description, policy=POLICY, tasks=tasks, limit=limit, precision=eval_precision(),
+        evaluated=evaluated, policy=POLICY, tasks=tasks, limit=limit, precision=eval_precision(),
         task_versions=task_versions(tasks), key=eval_key(_weights(run, cfg), tasks, limit, template_text),
         results=results, base=BaseScores(model=str(cfg["base_model"]), results=base["results"], cached=base["cached"]),
         seconds=round(time.time() - t0, 1))
