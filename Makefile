@@ -32,8 +32,8 @@ test-matrix: ## every shipped recipe trains 2 steps on a tiny model of its famil
 train: ## train RECIPE=path [ARGS="key=value ..."] [ENGINE=axolotl|unsloth] [RESUME=latest|<run-id>] [NPROC=n]
 	exec $(TB) train $(RECIPE) --args "$(ARGS)" $(if $(ENGINE),--engine $(ENGINE)) $(if $(RESUME),--resume $(RESUME)) $(if $(NPROC),--nproc $(NPROC))
 
-show: ## print RECIPE's resolved config with this machine's adaptations [NPROC=n: and the torchrun command]
-	$(TB) show $(RECIPE) --args "$(ARGS)" $(if $(ENGINE),--engine $(ENGINE)) $(if $(NPROC),--nproc $(NPROC))
+show: ## print RECIPE's resolved config with this machine's adaptations [NPROC=n: and the torchrun command] [ON=cuda: as a GPU node]
+	$(TB) show $(RECIPE) --args "$(ARGS)" $(if $(ENGINE),--engine $(ENGINE)) $(if $(NPROC),--nproc $(NPROC)) $(if $(ON),--on $(ON))
 
 list: ## table of every recipe: family, method, engine, version, base model, params, memory
 	$(TB) list

@@ -156,3 +156,14 @@ def test_ray_launch_command_and_its_refusals(monkeypatch):
 
     with pytest.raises(TunebookError, match="use_ray / RAY_ADDRESS needs the axolotl engine"):
         resolve("recipes/smollm2/qlora.yaml", check_inputs=False, launch=env_launch)
+
+
+def test_show_on_cuda_prints_the_config_a_gpu_node_runs(capsys):
+    """On this CPU the DeepSpeed key is dropped (said); `ON=cuda` shows what the 8-GPU node keeps."""
+    from tunebook.cli import main
+
+    assert main(["show", "recipes/mistral/full.yaml", "--nproc", "8", "--on", "cuda"]) == 0
+    out = capsys.readouterr().out
+    assert "--nproc_per_node=8" in out and "deepspeed: recipes/deepspeed/zero3_bf16.json" in out
+    assert "# adapted for cuda-8x" in out and "DeepSpeed/FSDP need CUDA GPUs" not in out
+    assert "attn_implementation: flash_attention_2" in out  # the GPU kernel stays on a GPU node

@@ -66,7 +66,15 @@ def _cmd_show(a) -> int:
     if launch.distributed and not launch.ray:
         # first, so a node without the model (a hub id, offline here) still learns the command
         _print_launch(launch, load_recipe(a.recipe).meta)
-    resolved = resolve(a.recipe, a.args, engine=a.engine, launch=launch)  # the checks `make train` makes
+    machine = None
+    if a.on == "cuda":  # what a GPU node would run: its inputs (hub model, data) are not checked here
+        from dataclasses import replace
+
+        from tunebook.machine import detect
+
+        machine = replace(detect(), cuda_devices=("NVIDIA GPU with bf16 (planned)",) * launch.nproc, cuda_bf16=True)
+    resolved = resolve(a.recipe, a.args, engine=a.engine, launch=launch, machine=machine,
+                       check_inputs=machine is None)  # the checks `make train` makes
     if resolved.launch.ray:  # the recipe's use_ray decides, so only after resolving
         _print_launch(resolved.launch, resolved.meta)
     print(dump_yaml(resolved.adapted))
@@ -296,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--engine", default=None, choices=["axolotl", "unsloth"])
         p.add_argument("--runs", default=str(PATHS.runs), help="where run directories go")
         p.add_argument("--nproc", default="", help="processes on this node under torchrun (NPROC; one per GPU)")
+        if name == "show":
+            p.add_argument("--on", default="", choices=["", "cuda"],
+                           help="cuda: the config a node with NPROC bf16 GPUs would run (inputs not checked here)")
         if name == "train":
             p.add_argument("--resume", default="", help="latest, or a run id: continue that run from its last checkpoint")
         p.set_defaults(fn=fn)

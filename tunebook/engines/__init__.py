@@ -62,9 +62,12 @@ def schema_capabilities(machine: "Machine") -> tuple[dict, dict]:
     so this is every engine's `capabilities`; on CUDA, Axolotl measures them itself."""
     import torch
 
-    if machine.has_cuda:
+    if machine.has_cuda and torch.cuda.is_available():
         from axolotl.cli.config import gpu_capabilities
 
         return gpu_capabilities()
+    if machine.has_cuda:  # a GPU node planned from here (`make show ... ON=cuda`): a bf16 datacenter GPU
+        return ({"bf16": machine.cuda_bf16, "fp8": False, "tf32": True, "n_gpu": len(machine.cuda_devices),
+                 "compute_capability": "sm_90"}, {"torch_version": torch.__version__.split("+")[0]})
     caps = {"bf16": machine.cpu_bf16, "fp8": False, "tf32": False, "n_gpu": 1, "compute_capability": None}
     return caps, {"torch_version": torch.__version__.split("+")[0]}
