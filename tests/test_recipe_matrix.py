@@ -98,5 +98,9 @@ def test_recipe_trains_on_a_tiny_model_of_its_family(path, tiny_models, tmp_path
 
 def test_make_test_trains_one_recipe_per_engine_and_method():
     quick = {(load_recipe(p).meta.engine, load_recipe(p).meta.method) for p in QUICK}
-    every = {(load_recipe(p).meta.engine, load_recipe(p).meta.method) for p in RECIPES}
+    every = {(load_recipe(p).meta.engine, load_recipe(p).meta.method) for p in RECIPES if not sharded(p)}
     assert quick == every and len(QUICK) == len(every)
+    # a pair only sharded recipes have is trained in make test elsewhere: QLoRA through Axolotl
+    # (test_train.py's ENGINE=axolotl override of the smollm2 qlora recipe)
+    only_sharded = {(load_recipe(p).meta.engine, load_recipe(p).meta.method) for p in RECIPES if sharded(p)} - every
+    assert only_sharded <= {("axolotl", "qlora")}, only_sharded
