@@ -7,6 +7,7 @@ One run per method (module-scoped), shared by the checks below: each engine proc
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -41,7 +42,15 @@ def runs(tmp_path_factory, tiny_llama, memorise_data) -> dict[str, RunDir]:
         work = tmp_path_factory.mktemp(f"train-{method}")
         src, engine = _recipe_of(method)
         recipe = write_tiny_recipe(src, work / "recipe.yaml", tiny_llama, memorise_data, max_steps=STEPS, **overrides)
-        out[method] = train(recipe, engine=engine, runs_root=work / "runs", echo=False)
+        # the LoRA run also logs to MLflow (TRACKER=mlflow, a SQLite store of its own): test_trackers reads it back
+        tracked = {"TRACKER": "mlflow", "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"} if method == "lora" else {}
+        saved = {k: os.environ.get(k) for k in tracked}
+        os.environ.update(tracked)
+        try:
+            out[method] = train(recipe, engine=engine, runs_root=work / "runs", echo=False)
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     return out
 
 
@@ -474,3 +483,45 @@ def test_vllm_is_given_what_the_hf_path_loads(runs):
     assert qlora["quantization"] == "bitsandbytes"  # a QLoRA adapter is scored on its 4-bit base, as on the HF path
     full = vllm_model_args(run_config(runs["full"]), runs["full"].output)
     assert full["pretrained"] == str(runs["full"].output) and "lora_local_path" not in full
+
+
+def test_tensorboard_events_hold_the_loss_curve_for_both_engines(runs):
+    """On by default: the engine's own TensorBoard reporting writes into the run directory,
+    and its loss scalars are run.json's loss curve, step for step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for method in ("lora", "qlora"):  # Axolotl and Unsloth
+        record = runs[method].read_record()
+        folder = Path(record.trackers["tensorboard"])
+        assert folder.parent == runs[method].path and any(folder.rglob("events.out.tfevents.*"))
+        acc = EventAccumulator(str(folder))
+        acc.Reload()
+        loss = [(e.step, e.value) for e in acc.Scalars("train/loss")]
+        assert len(loss) == len(record.loss_curve) > 0
+        assert loss == [(p.step, pytest.approx(p.loss, rel=1e-6)) for p in record.loss_curve], method
+        assert {"train/learning_rate", "train/grad_norm", "train/tokens_per_second"} <= set(acc.Tags()["scalars"])
+
+
+def test_mlflow_holds_the_run_its_params_metrics_files_and_eval_scores(runs, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    import tunebook.evaluate as ev
+
+    run = runs["lora"]
+    record = run.read_record()
+    ref = record.trackers["mlflow"]
+    assert ref["uri"].endswith("mlflow.db") and ref["experiment"] == f"tunebook/{record.recipe.name}"
+    client = MlflowClient(tracking_uri=ref["uri"])
+    got = client.get_run(ref["run_id"])
+    assert got.info.status == "FINISHED" and got.info.run_name == f"{record.recipe.name}/{record.run_id}"
+    params = got.data.params
+    assert params["tunebook.recipe.version"] == str(record.recipe.version)
+    assert params["tunebook.recipe.content_hash"] == record.recipe.content_hash and "config.learning_rate" in params
+    history = client.get_metric_history(ref["run_id"], "loss")  # logged live by the engine's callback
+    assert len(history) == len(record.loss_curve) > 0
+    assert [(m.step, m.value) for m in history] == [(p.step, pytest.approx(p.loss, rel=1e-6)) for p in record.loss_curve]
+    assert got.data.metrics["summary.peak_rss_mib"] == record.peak_rss_mib
+    assert {"run.json", "config.yaml", "recipe.yaml"} <= {a.path for a in client.list_artifacts(ref["run_id"])}
+    monkeypatch.setattr(ev, "CACHE", tmp_path / "cache")
+    scores = ev.evaluate_run(run, ["nba_mc"], 2).results["nba_mc"]
+    assert client.get_run(ref["run_id"]).data.metrics["eval.nba_mc.acc"] == scores["acc,none"]

@@ -58,8 +58,9 @@ def _set(cfg: dict, key: str, value: Any, why: str, changes: list[Change]) -> No
 set_key = _set  # for the steps after adaptation that change the config too (the launcher, resolve.py)
 
 
-def adapt_config(config: dict[str, Any], machine: Machine, engine: str = "axolotl") -> tuple[dict[str, Any], list[Change]]:
-    """Return (adapted copy, changes). Pure: the same input and machine give the same output."""
+def adapt_config(config: dict[str, Any], machine: Machine, engine: str = "axolotl",
+                 online: bool = False) -> tuple[dict[str, Any], list[Change]]:
+    """Return (adapted copy, changes). Pure: the same input, machine and `online` give the same output."""
     cfg = copy.deepcopy(config)
     changes: list[Change] = []
     if not machine.has_cuda:
@@ -67,10 +68,12 @@ def adapt_config(config: dict[str, Any], machine: Machine, engine: str = "axolot
     elif not machine.cuda_bf16 and cfg.get("bf16") in (True, "auto"):
         _set(cfg, "bf16", False, "this GPU has no bf16; fp16 mixed precision instead", changes)
         _set(cfg, "fp16", True, "this GPU has no bf16; fp16 mixed precision instead", changes)
+    if online:  # TUNEBOOK_ONLINE=1: a recipe's W&B keys are honoured (Axolotl logs to W&B)
+        return cfg, changes
     if cfg.get("use_wandb") or cfg.get("wandb_project"):
         for key in [k for k in cfg if k.startswith("wandb_")]:
-            _set(cfg, key, _UNSET, "tunebook records runs itself; no network logging", changes)
-    _set(cfg, "use_wandb", False, "tunebook records runs itself; no network logging", changes)
+            _set(cfg, key, _UNSET, "offline run: no W&B (TUNEBOOK_ONLINE=1 keeps the recipe's wandb_* keys)", changes)
+    _set(cfg, "use_wandb", False, "offline run: no W&B (TUNEBOOK_ONLINE=1 keeps the recipe's wandb_* keys)", changes)
     return cfg, changes
 
 

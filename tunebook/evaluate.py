@@ -267,6 +267,12 @@ def evaluate_run(run: RunDir, tasks: list[str] | None = None, limit: int | None 
         results=results, base=BaseScores(model=str(cfg["base_model"]), results=base["results"], cached=base["cached"]),
         seconds=round(time.time() - t0, 1))
     atomic_write_json(run.path / "eval.json", records.dump(record))
+    try:  # the run's TensorBoard folder and MLflow run get the scores too; eval.json is what counts
+        from tunebook import trackers
+
+        trackers.log_eval(run.path, run.read_record(), results)
+    except Exception as exc:
+        print(f"warning: could not log the scores to the run's trackers: {exc}")
     return record
 
 

@@ -88,6 +88,7 @@ class RunRecord(_Record):
     machine: MachineInfo
     launch: dict[str, Any] | None = None  # launcher, nproc, nnodes, world_size (tunebook.launch.Launch)
     distributed: dict[str, Any] | None = None  # world_size, backend, nodes, peak_rss_mib_per_rank (from the ranks)
+    trackers: dict[str, Any] = Field(default_factory=dict)  # tensorboard: dir; mlflow: {uri, experiment, run_id}
     started_at: str | None = None
     segments: list[Segment] = Field(default_factory=list)
     determinism: dict[str, Any] = Field(default_factory=dict)  # expected: bool, why: str (the nightly checks it)

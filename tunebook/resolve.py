@@ -20,6 +20,7 @@ from tunebook.adapt import Change, adapt_config, set_key
 from tunebook.data.preflight import DataCheck, check_training_data
 from tunebook.engines import get_engine
 from tunebook.errors import Problem, TunebookError
+from tunebook import trackers
 from tunebook.launch import Launch, for_recipe
 from tunebook.machine import Machine, detect
 from tunebook.notices import Notice, notices
@@ -132,7 +133,8 @@ def resolve(recipe: str | Path | Recipe, args: str | list[str] | None = None, en
     machine = machine or detect()
     engine_name = config["recipe"].get("engine", "axolotl")
     eng = get_engine(engine_name)
-    adapted, changes = adapt_config(config, machine, engine=engine_name)
+    adapted, changes = adapt_config(config, machine, engine=engine_name, online=online_requested())
+    trackers.configure(adapted, lambda key, value, why: set_key(adapted, key, value, why, changes))
     launch = for_recipe(launch, adapted, machine.has_cuda, lambda key, value, why: set_key(adapted, key, value, why, changes))
     caps, env_caps = eng.capabilities(machine)
     validate(adapted, where, capabilities=caps, env_capabilities=env_caps)

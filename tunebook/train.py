@@ -6,9 +6,10 @@ import shutil
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
-from tunebook import __version__
+from tunebook import __version__, trackers
 from tunebook.adapt import engine_env
 from tunebook.engines import get_engine
 from tunebook.engines.process import EngineFailed
@@ -87,6 +88,7 @@ def start(resolved: Resolved, runs_root: Path = RUNS_ROOT, echo: bool = True) ->
             "started_at": now,
             "segments": [{"n": 1, "status": "running", "started_at": now}],
         })
+        record = _open_trackers(run, record, config, env)
         run.write_record(record)
         if echo:
             print(f"run directory: {run.path}")
@@ -121,6 +123,7 @@ def resume_run(recipe_path: str | Path, which: str, runs_root: Path = RUNS_ROOT,
         processes = Launch(**{k: v for k, v in (record.launch or {}).items()  # as it was launched
                               if k in Launch.__dataclass_fields__})
         env, _ = engine_env(machine, online=online_requested(), nproc=processes.nproc)
+        env.update(_tracker_env(record))  # the same event folder and MLflow run as the first segment
         segments = [s.model_dump() for s in record.segments] or [
             {"n": 1, "status": record.status, "started_at": record.started_at or ""}]
         if segments[-1]["status"] == "running":  # its process died without a word: kill -9, OOM, power
@@ -140,9 +143,52 @@ def resume_run(recipe_path: str | Path, which: str, runs_root: Path = RUNS_ROOT,
     return run
 
 
+def _open_trackers(run: RunDir, record: RunRecord, config: dict, env: dict[str, str]) -> RunRecord:
+    """TensorBoard's folder in the run directory, and the MLflow run the engine will log into."""
+    tracked: dict = {}
+    if config.get("use_tensorboard"):
+        tracked["tensorboard"] = str(run.path / trackers.TB_DIR)
+    if config.get("use_mlflow"):
+        try:
+            tracked["mlflow"] = asdict(trackers.open_mlflow_run(config, record))
+        except Exception as exc:  # a tracker that cannot be reached must not stop the training
+            print(f"warning: MLflow at {config.get('mlflow_tracking_uri')}: {exc}; training without it",
+                  file=sys.stderr)
+    record = _update(record, trackers=tracked)
+    env.update(_tracker_env(record))
+    return record
+
+
+def _tracker_env(record: RunRecord) -> dict[str, str]:
+    env = {}
+    if "tensorboard" in record.trackers:
+        env["TENSORBOARD_LOGGING_DIR"] = record.trackers["tensorboard"]
+    if "mlflow" in record.trackers:
+        env.update(trackers.MlflowRun(**record.trackers["mlflow"]).env())
+    return env
+
+
+def _close_trackers(run: RunDir) -> None:
+    """The MLflow run gets the run directory's small files, the summary and how it ended."""
+    try:
+        record = run.read_record()
+        if "mlflow" in record.trackers:
+            trackers.close_mlflow_run(record.trackers["mlflow"], run.path, record.status, trackers.run_summary(record))
+    except Exception as exc:
+        print(f"warning: could not finish the MLflow run: {exc}", file=sys.stderr)
+
+
 def _execute(run: RunDir, record: RunRecord, config: dict, machine: Machine, env: dict[str, str], echo: bool,
              resume_from: Path | None = None, processes: Launch | None = None) -> None:
     """One segment: launch the engine, then record how it ended. Every way out writes the record."""
+    try:
+        _execute_segment(run, record, config, machine, env, echo, resume_from, processes)
+    finally:
+        _close_trackers(run)
+
+
+def _execute_segment(run: RunDir, record: RunRecord, config: dict, machine: Machine, env: dict[str, str], echo: bool,
+                     resume_from: Path | None = None, processes: Launch | None = None) -> None:
     eng = get_engine(record.engine)
     t0 = time.time()
 

@@ -59,7 +59,7 @@ def run_worker(module: str, run: RunDir, config_path: Path, env: dict[str, str],
     metrics_path = run.path / "metrics.json"
     for old in [metrics_path, *run.path.glob("metrics.json.rank*")]:
         old.unlink(missing_ok=True)  # a resumed segment must not read the last one's
-    full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1", "TUNEBOOK_ENGINE_LOG": str(run.log)}
     cmd = launch.command(module, [str(config_path), str(metrics_path)] + ([str(resume_from)] if resume_from else []))
     with open(run.log, "ab") as log:
         log.write((" ".join(cmd) + "\n").encode())

@@ -62,6 +62,7 @@ def install() -> None:
         WATCH["watcher"] = Watcher(cores)
 
     def training_step(self, model, inputs, *args, **kwargs):
+        FIRST_STEP.setdefault("start", time.time())
         tok = getattr(self, "processing_class", None)
         real, slots = real_tokens(inputs, getattr(tok, "pad_token_id", None))
         TOKENS["real"] += real
@@ -80,6 +81,58 @@ def install() -> None:
 
     training_step._tunebook_timed = True
     transformers.Trainer.training_step = training_step
+    _log_tokens_per_second(transformers.Trainer)
+    _progress_bar_not_dicts()
+
+
+LOGGED: dict = {}
+
+
+def _log_tokens_per_second(trainer_cls) -> None:
+    """Each logged step gets `tokens_per_second` (real tokens since the last log / wall time),
+    so every tracker the engine reports to (TensorBoard, MLflow) and run.json's log history
+    have it beside the loss. Per rank under several processes."""
+    original = trainer_cls.log
+
+    def log(self, logs, *args, **kwargs):
+        if "loss" in logs and "start" in FIRST_STEP:
+            now = time.time()
+            since, tokens = LOGGED.get("at", FIRST_STEP["start"]), TOKENS["real"] - LOGGED.get("tokens", 0)
+            if now > since and tokens > 0:
+                logs["tokens_per_second"] = round(tokens / (now - since), 1)
+            LOGGED.update(at=now, tokens=TOKENS["real"])
+        return original(self, logs, *args, **kwargs)
+
+    trainer_cls.log = log
+
+
+def _progress_bar_not_dicts() -> None:
+    """The terminal shows one progress bar with loss, tokens/s and the ETA, not one printed
+    dict per step: transformers' progress callback writes each logged dict under the bar; here
+    it goes to logs/engine.log (TUNEBOOK_ENGINE_LOG, set by tunebook) and the bar's postfix
+    shows what a person follows. Without the variable (an engine run by hand) nothing changes."""
+    import json
+    import os
+
+    from transformers.trainer_callback import ProgressCallback
+
+    log_path = os.environ.get("TUNEBOOK_ENGINE_LOG")
+    if not log_path or getattr(ProgressCallback.on_log, "_tunebook", False):
+        return
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not (state.is_world_process_zero and self.training_bar is not None and logs):
+            return
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": state.global_step, **logs}, default=str) + "\n")
+        shown = [f"{label} {logs[key]:{fmt}}" for key, label, fmt in
+                 (("loss", "loss", ".4g"), ("eval_loss", "eval loss", ".4g"), ("tokens_per_second", "tok/s", ".0f"))
+                 if isinstance(logs.get(key), (int, float))]
+        if shown:
+            self.training_bar.set_postfix_str(" · ".join(shown), refresh=False)
+
+    on_log._tunebook = True
+    ProgressCallback.on_log = on_log
 
 
 def _watchdog(trainer, loss) -> None:

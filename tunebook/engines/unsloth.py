@@ -76,6 +76,10 @@ HONOURED = {
     "bnb_config_kwargs": "only NF4 + double quantization, which is what Unsloth's 4-bit loading does",
     "val_set_size": "only 0: no evaluation split",
     "use_wandb": "only false: SFTConfig(report_to=[])",
+    "use_tensorboard": "SFTConfig(report_to=['tensorboard']): event files in the run directory",
+    "use_mlflow": "SFTConfig(report_to=['mlflow']): into the MLflow run tunebook opened (MLFLOW_RUN_ID)",
+    "mlflow_tracking_uri": "MLFLOW_TRACKING_URI for the engine",
+    "mlflow_experiment_name": "MLFLOW_EXPERIMENT_NAME for the engine",
 }
 # Keys that steer only Axolotl internals; under Unsloth they have nothing to mean.
 AXOLOTL_ONLY_OK = {
@@ -177,7 +181,8 @@ def sft_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
         "logging_steps": int(cfg.get("logging_steps") or 1),
         "save_strategy": cfg.get("save_strategy") or ("epoch" if cfg.get("saves_per_epoch") else "no"),
         "seed": int(cfg.get("seed") or 42),
-        "report_to": [],
+        "report_to": [name for key, name in (("use_tensorboard", "tensorboard"), ("use_mlflow", "mlflow"))
+                      if cfg.get(key)],
         "dataset_text_field": "text",
         "max_length": int(cfg.get("sequence_len") or 2048),
         "packing": bool(cfg.get("sample_packing")),
