@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 .DEFAULT_GOAL := help
 RUN     ?=
 PROMPT  ?=
-.PHONY: help setup test test-slow test-matrix train show list new validate merge chat data split stats inspect nba control bench-data eval compare bench bench-engines bench-levers profile lock lock-check freeze clean
+.PHONY: help tensorboard mlflow-ui setup test test-slow test-matrix train show list new validate merge chat data split stats inspect nba control bench-data eval compare bench bench-engines bench-levers profile lock lock-check freeze clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -62,6 +62,12 @@ profile: ## where a training step's time goes (torch.profiler, a few real steps)
 
 bench-engines: ## plain axolotl vs tunebook (axolotl, unsloth) vs transformers+peft, same steps -> bench/engines/ [STEPS=20]
 	$(TB) bench-engines $(if $(STEPS),--steps $(STEPS))
+
+tensorboard: ## TensorBoard over runs/ [RECIPE=...: its runs only] [PORT=6006]; curves appear while a run trains
+	exec $(TB) tensorboard $(RECIPE) $(if $(PORT),--port $(PORT))
+
+mlflow-ui: ## MLflow UI on the TRACKER=mlflow store (runs/mlflow.db unless MLFLOW_TRACKING_URI) [PORT=5000]
+	exec $(TB) mlflow-ui $(if $(PORT),--port $(PORT))
 
 chat: ## chat with RECIPE's latest run [RUN=id] [PROMPT="..."] (interactive without PROMPT)
 	$(TB) chat $(RECIPE) $(if $(RUN),--run $(RUN)) $(if $(PROMPT),--prompt "$(PROMPT)")

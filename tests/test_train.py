@@ -522,6 +522,9 @@ def test_mlflow_holds_the_run_its_params_metrics_files_and_eval_scores(runs, tmp
     assert [(m.step, m.value) for m in history] == [(p.step, pytest.approx(p.loss, rel=1e-6)) for p in record.loss_curve]
     assert got.data.metrics["summary.peak_rss_mib"] == record.peak_rss_mib
     assert {"run.json", "config.yaml", "recipe.yaml"} <= {a.path for a in client.list_artifacts(ref["run_id"])}
+    # beside the SQLite database, not in ./mlruns of whatever folder the command ran in
+    assert got.info.artifact_uri.startswith(Path(ref["uri"][len("sqlite:///"):]).parent.as_uri())
+    assert not Path("mlruns").exists()
     monkeypatch.setattr(ev, "CACHE", tmp_path / "cache")
     scores = ev.evaluate_run(run, ["nba_mc"], 2).results["nba_mc"]
     assert client.get_run(ref["run_id"]).data.metrics["eval.nba_mc.acc"] == scores["acc,none"]

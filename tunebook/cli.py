@@ -183,6 +183,28 @@ def _cmd_merge(a) -> int:
     return 0
 
 
+def _cmd_tensorboard(a) -> int:
+    """TensorBoard over runs/ (or one recipe's runs): curves appear while a run is training."""
+    from tunebook.recipe import load_recipe
+
+    logdir = PATHS.runs / load_recipe(a.recipe).meta.name if a.recipe else PATHS.runs
+    logdir.mkdir(parents=True, exist_ok=True)
+    exe = Path(sys.executable).with_name("tensorboard")
+    print(f"TensorBoard on {logdir}: http://127.0.0.1:{a.port}/  (Ctrl-C stops it)", flush=True)
+    os.execv(str(exe), [str(exe), "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(a.port)])
+
+
+def _cmd_mlflow_ui(a) -> int:
+    """MLflow's UI on the store `TRACKER=mlflow` runs log to (runs/mlflow.db unless MLFLOW_TRACKING_URI)."""
+    from tunebook.trackers import default_mlflow_uri
+
+    uri = default_mlflow_uri()
+    PATHS.runs.mkdir(parents=True, exist_ok=True)
+    exe = Path(sys.executable).with_name("mlflow")
+    print(f"MLflow UI on {uri}: http://127.0.0.1:{a.port}/  (Ctrl-C stops it)", flush=True)
+    os.execv(str(exe), [str(exe), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(a.port)])
+
+
 def _cmd_chat(a) -> int:
     from tunebook.chat import Chat, interactive
 
@@ -329,6 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe")
     p.add_argument("--run", default=None, help="run id or directory (default: latest finished)")
     p.set_defaults(fn=_cmd_merge)
+
+    p = sub.add_parser("tensorboard", help="TensorBoard over runs/ (or RECIPE's runs), live while training")
+    p.add_argument("recipe", nargs="?", default="")
+    p.add_argument("--port", type=int, default=6006)
+    p.set_defaults(fn=_cmd_tensorboard)
+
+    p = sub.add_parser("mlflow-ui", help="MLflow's UI on the TRACKER=mlflow store (runs/mlflow.db)")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(fn=_cmd_mlflow_ui)
 
     p = sub.add_parser("eval", help="lm-eval the run and its base on local tasks -> eval.json")
     p.add_argument("recipe")

@@ -64,6 +64,19 @@ class MlflowRun:
         return {"MLFLOW_TRACKING_URI": self.uri, "MLFLOW_EXPERIMENT_NAME": self.experiment, "MLFLOW_RUN_ID": self.run_id}
 
 
+def _experiment_id(client, uri: str, name: str) -> str:
+    """An experiment by name, created when missing. On a SQLite store its files go beside the
+    database (MLflow's default, ./mlruns, is wherever the command happens to run)."""
+    found = client.get_experiment_by_name(name)
+    if found:
+        return found.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        root = Path(uri[len("sqlite:///"):]).parent / "mlflow-artifacts"
+        location = (root / name.replace("/", "-")).resolve().as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
 def _client(uri: str):
     import logging
 
@@ -91,8 +104,7 @@ def open_mlflow_run(config: dict, record) -> MlflowRun:
     uri = config.get("mlflow_tracking_uri") or default_mlflow_uri()
     experiment = config.get("mlflow_experiment_name") or f"tunebook/{record.recipe.name}"
     client = _client(uri)
-    found = client.get_experiment_by_name(experiment)
-    exp_id = found.experiment_id if found else client.create_experiment(experiment)
+    exp_id = _experiment_id(client, uri, experiment)
     run = client.create_run(exp_id, run_name=f"{record.recipe.name}/{record.run_id}",
                             tags={"tunebook.run_dir": record.run_dir, "tunebook.recipe": record.recipe.path})
     items = [Param(k, v) for k, v in _params(record, config).items()]
@@ -151,9 +163,9 @@ def log_bench_row(row: dict[str, Any], experiment: str = "tunebook/nightly") -> 
         return None
     from mlflow.entities import Metric, Param
 
-    client = _client(default_mlflow_uri())
-    found = client.get_experiment_by_name(experiment)
-    exp_id = found.experiment_id if found else client.create_experiment(experiment)
+    uri = default_mlflow_uri()
+    client = _client(uri)
+    exp_id = _experiment_id(client, uri, experiment)
     run = client.create_run(exp_id, run_name=str(row.get("recipe")), tags={"tunebook.nightly": "1"})
     now = int(time.time() * 1000)
     params = [Param(k, str(v)[:6000]) for k, v in row.items() if isinstance(v, str)]
