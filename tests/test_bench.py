@@ -75,6 +75,9 @@ def test_bench_cli_writes_history_and_exits_nonzero_on_a_planted_regression(tmp_
     from tunebook.cli import main
 
     monkeypatch.setattr(ev, "CACHE", tmp_path / "cache")  # the tiny model's base scores stay out of runs/
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("TRACKER", "mlflow")  # each nightly row is an MLflow run too
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
 
     recipe = write_tiny_recipe(Path("recipes/smollm2/lora.yaml"), tmp_path / "recipe.yaml", tiny_llama, memorise_data)
     matrix = tmp_path / "m.yaml"
@@ -110,6 +113,12 @@ def test_bench_cli_writes_history_and_exits_nonzero_on_a_planted_regression(tmp_
     assert row[6] > 0 and "nba_mc" in json.loads(row[7]) and "axolotl" in json.loads(row[9])
     assert (db.parent / "plots" / "history.png").is_file()
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["smollm2-lora"]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store)
+    (nightly,) = client.search_runs([client.get_experiment_by_name("tunebook/nightly").experiment_id])
+    assert nightly.info.run_name == "smollm2-lora" and nightly.data.metrics["tokens_per_s"] == row[2]
+    assert nightly.data.metrics["quality.nba_mc"] == json.loads(row[7])["nba_mc"]
 
 
 def test_history_plot_draws_one_line_per_recipe_version_and_a_panel_per_task(tmp_path):

@@ -247,7 +247,11 @@ def run_bench(matrix_path: str | Path, db: Path = DB, runs_root: Path = PATHS.be
     peaks = matmul_peaks()
     con = connect(db)
     rows, found = [], []
-    for recipe, nproc in zip(m.recipes, m.nproc or [1] * len(m.recipes)):
+    from tunebook import progress
+
+    plan = list(zip(m.recipes, m.nproc or [1] * len(m.recipes)))
+    for i, (recipe, nproc) in enumerate(plan, 1):
+        progress.stage(i, len(plan), f"{recipe}" + (f" x{nproc} processes" if nproc > 1 else "") + ": train, then eval")
         run = train(recipe, m.args, runs_root=runs_root, launch=Launch(nproc=nproc))
         ensure_eval(run, m.eval_tasks, m.eval_limit)
         row = row_from_run(run, bench_id, peaks, m.eval_tasks)
@@ -260,6 +264,12 @@ def run_bench(matrix_path: str | Path, db: Path = DB, runs_root: Path = PATHS.be
                 # tokens/s of n processes over 1 on the same cores: below 1 on a small CPU, tracked
                 row["metrics"]["scaling_efficiency"] = round(row["tokens_per_s"] / one["tokens_per_s"], 3)
         row["id"] = append(con, row)
+        try:
+            from tunebook.trackers import log_bench_row
+
+            log_bench_row(row)  # TRACKER=mlflow: the nightly row in MLflow too
+        except Exception as exc:
+            print(f"warning: could not log the row to MLflow: {exc}")
         prev = previous(con, row)
         if prev:
             found += regressions(row, prev, m.thresholds)

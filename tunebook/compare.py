@@ -27,17 +27,26 @@ def collect(recipes: list[str], limit: int | None, runs_root: Path = PATHS.runs,
     from tunebook.resolve import resolve
     from tunebook.train import start
 
+    from tunebook import progress
+
     out = []
-    for path in recipes:
+    for i, path in enumerate(recipes, 1):
+        progress.stage(i, len(recipes), f"{path}")
         resolved = resolve(path)  # the recipe as written: no ARGS, no ENGINE
         name = resolved.meta.name
         # only runs of this very recipe content count: an older version trained something else
         runs = [r for r in finished_runs(name, runs_root)
                 if (rec := r.read_record()).recipe.content_hash == resolved.recipe.content_hash() and rec.as_written]
+        if runs:
+            progress.note(f"trained: {runs[-1].path} (this recipe content)")
+        elif train_missing:
+            progress.note("training (no finished run of this recipe content)")
         run = runs[-1] if runs else (start(resolved, runs_root) if train_missing else None)
         if run is None:
             raise FileNotFoundError(f"no finished run of {name}")
+        progress.note(f"evaluating {run.path} (and its base; reused when already answered)")
         if learning_curve.TASK in ensure_eval(run, limit=limit).results:
+            progress.note(f"learning curve: scoring each checkpoint of {run.path} on {learning_curve.TASK}")
             learning_curve.ensure(run, limit)
         out.append(run)
     return out

@@ -194,6 +194,10 @@ def score(cfg: dict, weights: Path, tasks: list[str], limit: int | None, nproc: 
     """(what was evaluated, lm-eval results) for `weights` under POLICY: in this process, or
     with NPROC > 1 in that many processes under torchrun, each scoring its share of the
     documents (`tunebook/eval_worker.py`); through vLLM where it is installed on a GPU."""
+    from tunebook import progress
+
+    progress.note(f"lm-eval: {weights} on {', '.join(tasks)}" + (f" (first {limit} documents)" if limit else "")
+                  + (f", {nproc} processes" if nproc > 1 else ""))
     if vllm_available():
         return _score_vllm(cfg, Path(weights), tasks, limit, nproc)
     if nproc <= 1:

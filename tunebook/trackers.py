@@ -158,19 +158,24 @@ def log_eval(run_dir: Path, record, eval_scores: dict[str, dict[str, Any]]) -> N
 
 
 def log_bench_row(row: dict[str, Any], experiment: str = "tunebook/nightly") -> str | None:
-    """One nightly row as one MLflow run (TRACKER=mlflow): the history browsable there too."""
+    """One nightly row as one MLflow run (with TRACKER=mlflow), so the nightly history is
+    browsable there beside the training runs: speed, memory, quality, peaks' fractions."""
     if os.environ.get("TRACKER", "").lower() != "mlflow":
         return None
     from mlflow.entities import Metric, Param
 
     uri = default_mlflow_uri()
     client = _client(uri)
-    exp_id = _experiment_id(client, uri, experiment)
-    run = client.create_run(exp_id, run_name=str(row.get("recipe")), tags={"tunebook.nightly": "1"})
+    run = client.create_run(_experiment_id(client, uri, experiment), run_name=str(row.get("recipe")),
+                            tags={"tunebook.bench_id": str(row.get("bench_id")), "tunebook.run_dir": str(row.get("run_dir"))})
     now = int(time.time() * 1000)
-    params = [Param(k, str(v)[:6000]) for k, v in row.items() if isinstance(v, str)]
-    metrics = [Metric(k, float(v), now, 0) for k, v in row.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    client.log_batch(run.info.run_id, params=params[:100], metrics=metrics[:1000])
-    client.set_terminated(run.info.run_id)
+    params = [Param(k, str(row[k])) for k in ("recipe", "version", "content_hash", "git_commit", "machine_kind",
+                                              "bench_id", "status") if row.get(k) is not None]
+    numbers = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "id"}
+    numbers.update({f"quality.{t}": v for t, v in (row.get("quality") or {}).items() if isinstance(v, (int, float))})
+    extra = row.get("metrics") or {}
+    numbers.update({k: extra[k] for k in ("final_loss", "world_size", "scaling_efficiency")
+                    if isinstance(extra.get(k), (int, float))})
+    client.log_batch(run.info.run_id, params=params, metrics=[Metric(k, float(v), now, 0) for k, v in numbers.items()])
+    client.set_terminated(run.info.run_id, status="FINISHED" if row.get("status") == "finished" else "FAILED")
     return run.info.run_id
