@@ -119,3 +119,35 @@ def test_cpu_attention_can_be_kept_sdpa_to_measure_it(monkeypatch):
     monkeypatch.setenv("TUNEBOOK_CPU_ATTENTION", "sdpa")
     cfg, changes = adapt_config({"adapter": "lora", "attn_implementation": "sdpa"}, CPU)
     assert cfg["attn_implementation"] == "sdpa" and "attn_implementation" not in {c.key for c in changes}
+
+
+def test_wandb_keys_are_kept_online_and_removed_offline_with_the_reason():
+    cfg = {"use_wandb": True, "wandb_project": "nba", "wandb_entity": "team", "bf16": False}
+    online, said = adapt_config(cfg, CPU, online=True)
+    assert online["wandb_project"] == "nba" and online["use_wandb"] is True
+    assert not any(c.key.startswith(("wandb", "use_wandb")) for c in said)
+    offline, said = adapt_config(cfg, CPU)
+    assert "wandb_project" not in offline and offline["use_wandb"] is False
+    assert all("TUNEBOOK_ONLINE=1" in c.why for c in said if "wandb" in c.key)
+
+
+def test_tensorboard_by_default_and_mlflow_on_request(monkeypatch, tmp_path):
+    from tunebook import trackers
+
+    said = {}
+    cfg = {"recipe": {"name": "smollm2-lora"}}
+    trackers.configure(cfg, lambda k, v, why: (cfg.__setitem__(k, v), said.__setitem__(k, why)))
+    assert cfg["use_tensorboard"] is True and "use_mlflow" not in cfg and "opts out" in said["use_tensorboard"]
+    off = {"use_tensorboard": False}
+    trackers.configure(off, lambda k, v, why: off.__setitem__(k, v))
+    assert off == {"use_tensorboard": False}  # a recipe's "no" stays no
+    monkeypatch.setenv("TRACKER", "mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = {"recipe": {"name": "smollm2-lora"}}
+    trackers.configure(cfg, lambda k, v, why: cfg.__setitem__(k, v))
+    assert cfg["use_mlflow"] is True and cfg["mlflow_tracking_uri"].startswith("sqlite:///")
+    assert cfg["mlflow_tracking_uri"].endswith("runs/mlflow.db") and cfg["mlflow_experiment_name"] == "tunebook/smollm2-lora"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+    cfg = {"recipe": {"name": "x"}}
+    trackers.configure(cfg, lambda k, v, why: cfg.__setitem__(k, v))
+    assert cfg["mlflow_tracking_uri"] == "http://mlflow.internal:5000"
