@@ -36,6 +36,23 @@ def test_step_lines_are_timed_and_peak_rss_is_the_largest_process(tmp_path):
     assert (tmp_path / "log").read_text().count("'loss'") == 3
 
 
+BAR_CHILD = """
+import sys, time
+for i in range(4):
+    time.sleep(0.2)
+    sys.stdout.write("\\r 40%%|####      | %d/3 [00:01<00:02, 1.0it/s, loss 2.1 · tok/s 300]" % min(i, 3))
+    sys.stdout.flush()
+print()
+"""
+
+
+def test_a_contender_that_shows_a_progress_bar_is_timed_by_its_steps(tmp_path):
+    """tunebook's engines print a bar with loss and tok/s, not a dict per step: each new step
+    count is one stamp (0/3 is not a step; a redraw of the same count is not another)."""
+    rc, stamps, _rss, _wall = be._run([sys.executable, "-c", BAR_CHILD], {}, tmp_path / "log", neighbour=False)
+    assert rc == 0 and len(stamps) == 3 and stamps == sorted(stamps)
+
+
 def test_busy_neighbour_runs_during_the_contender_and_is_stopped(tmp_path):
     import psutil
 

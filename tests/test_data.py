@@ -170,12 +170,19 @@ def test_dedup_catches_exact_and_planted_near_duplicates_but_keeps_distinct_rows
         _alpaca(0, BASE.replace("How many", "how   MANY")),  # case and spacing only: exact after normalising
         _alpaca(0, BASE.replace("tonight?", "tonight!")),  # one character: near
     ]
-    src = write(tmp_path / "d.jsonl", distinct + planted)
+    # short questions that differ in the one token that matters stay apart (FastChat's sample:
+    # near-dup merged "Are you davinci-003?" into "-001?"): under near_dup_min_chars, exact only
+    short = [{"instruction": f"Are you davinci-00{k}?", "input": "", "output": "No."} for k in (1, 3)]
+    src = write(tmp_path / "d.jsonl", distinct + planted + short)
     out = tmp_path / "o.jsonl"
-    s = run(src, out, Options(to="alpaca", src="alpaca", progress=False))
-    assert s.written == 31 and s.duplicates == 2 and s.near_duplicates == 1
+    s = run(src, out, Options(to="alpaca", src="alpaca", progress=False, near_dup_threshold=0.85,
+                              near_dup_min_chars=100))
+    assert s.written == 33 and s.duplicates == 2 and s.near_duplicates == 1
     kinds = {r["line"]: r["kind"] for r in rejects(out)}
     assert kinds == {32: "duplicate", 33: "duplicate", 34: "near_duplicate"}
+    # the defaults of `make data`: exact duplicates only
+    s = run(src, out, Options(to="alpaca", src="alpaca", progress=False))
+    assert (s.written, s.duplicates, s.near_duplicates) == (34, 2, 0)
 
 
 def test_quality_filters_record_their_reason(tmp_path):
@@ -243,3 +250,41 @@ def test_token_length_stats_and_histogram(tmp_path, smollm2_dir):
     assert stats["truncated"] == sum(x > 30 for x in expected)
     assert stats["roles"] == {"user": 2, "assistant": 2, "system": 1}
     assert png.stat().st_size > 5000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+# ---- at size: processes, and summaries a person reads
+
+def test_two_processes_write_what_one_writes_byte_for_byte(tmp_path):
+    """The per-row stages run in worker processes, chunk by chunk; the one process that writes
+    takes their results in input order, so outputs, rejects and accounting are the same."""
+    from tunebook.data.synth import alpaca_rows
+
+    lines = [json.dumps(r) for r in alpaca_rows(3000, seed=1)]
+    lines[10] = "{not json"
+    lines[20] = json.dumps({"instruction": "", "input": "", "output": ""})  # rejected: nothing in it
+    src = write(tmp_path / "in.jsonl", lines)
+    outs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}" / "o.jsonl"
+        s = run(src, out, Options(to="messages", near_dup_threshold=0.85, workers=workers, chunk_rows=256,
+                                  progress=False))
+        assert s.balanced and s.workers == workers
+        outs[workers] = (out.read_bytes(), out.with_name("o.rejects.jsonl").read_bytes(),
+                         (s.written, s.rejected, s.duplicates, s.near_duplicates, s.filtered, dict(s.pii)))
+    assert outs[1] == outs[2]
+    written, rejected, dups, near, _filtered, pii = outs[1][2]
+    assert rejected >= 2 and dups > 30 and near > 0 and pii.get("EMAIL", 0) > 0  # the synthetic rows' shape
+
+
+def test_reasons_are_counted_by_kind_with_three_examples_and_json_items_are_items(tmp_path):
+    rows_ = [_alpaca(i % 8, f"Question number {i % 8} about the season") for i in range(86)]  # 8 kept, 78 duplicates
+    src = tmp_path / "a.json"
+    src.write_text(json.dumps(rows_), encoding="utf-8")
+    out = tmp_path / "o.jsonl"
+    s = run(src, out, Options(to="messages", progress=False))
+    assert (s.written, s.duplicates) == (8, 78)
+    assert dict(s.reasons) == {"duplicate: exact duplicate of N": 78}  # one kind, not one line per kept row
+    text = s.render()
+    assert text.count("e.g. item ") == 3 and "e.g. item 9: exact duplicate of item 1" in text
+    assert all("item" in r and "line" not in r for r in rejects(out))  # a JSON array has items, not lines
+    assert text.count(str(src)) == 1  # the input path once

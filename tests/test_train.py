@@ -424,7 +424,7 @@ def test_sigterm_stops_the_engine_and_marks_the_run_interrupted(tiny_llama, memo
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     logs = []
-    while time.time() < deadline and not any("'loss'" in p.read_text(errors="replace") for p in logs):
+    while time.time() < deadline and not any('"loss"' in p.read_text(errors="replace") for p in logs):
         time.sleep(1)
         logs = list(runs.glob("*/*/logs/engine.log"))
     assert logs, "the engine never reached a training step"

@@ -36,7 +36,8 @@ from tunebook import records
 from tunebook.records import RunRecord
 from tunebook.runs import atomic_write_json, atomic_write_text
 
-STEP_LINE = re.compile(r"\{'loss': ")
+STEP_LINE = re.compile(r"\{'loss': ")  # a logged step, as transformers prints it (plain axolotl, floor)
+BAR_STEP = re.compile(r"\|\s*(\d+)/\d+ \[")  # tqdm's "| 5/20 [": tunebook shows the bar, not the dicts
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1",
            "AXOLOTL_DO_NOT_TRACK": "1"}
 
@@ -100,15 +101,21 @@ def _run(cmd: list[str], env: dict, log: Path, neighbour: bool) -> tuple[int, li
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
             watcher = threading.Thread(target=_watch, args=(proc, peak, stop), daemon=True)
             watcher.start()
-            buf = b""
+            buf, bar_stamps, last_bar = b"", [], 0
             assert proc.stdout is not None
             while chunk := proc.stdout.read1(65536):
                 now = time.perf_counter() - t0
                 f.write(chunk)
                 buf += chunk
                 *lines, buf = re.split(rb"[\r\n]", buf)
-                stamps += [now for line in lines if STEP_LINE.search(line.decode("utf-8", "replace"))]
+                for line in (raw.decode("utf-8", "replace") for raw in lines):
+                    if STEP_LINE.search(line):
+                        stamps.append(now)
+                    elif (m := BAR_STEP.search(line)) and int(m.group(1)) > last_bar:
+                        last_bar = int(m.group(1))
+                        bar_stamps.append(now)
             rc = proc.wait()
+            stamps = stamps or bar_stamps  # a contender that prints no step dicts is timed by its bar
             stop.set()
             watcher.join()
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,7 +43,8 @@ def cmd_convert(a) -> int:
         near_dup_threshold=None if a.no_dedup or a.near_dup <= 0 else a.near_dup,
         filters=Filters(min_chars=a.min_chars, max_chars=a.max_chars, min_alpha_ratio=a.min_alpha,
                         max_repetition=a.max_repetition),
-        template=template, progress=sys.stderr.isatty(),
+        template=template, progress=sys.stderr.isatty(), near_dup_min_chars=a.near_dup_min_chars,
+        workers=a.workers,
     )
     try:
         summary = pipeline.run(a.input, a.out, opts)
@@ -105,27 +107,59 @@ def cmd_inspect(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    """rows/s of convert + validate + exact dedup on a generated file of `rows` rows."""
-    import random
+    """rows/s of `make data` as users run it (its defaults: validation, PII scrub, filters,
+    exact dedup; then with near-dup on) on rows shaped like real Alpaca data, and of each
+    stage alone on the first rows, one process."""
+    import resource
     import tempfile
 
     from tunebook.data import pipeline
+    from tunebook.data.dedup import NearDuplicates, content_hash, content_text, row_text, signature
+    from tunebook.data.formats import converter, validate
+    from tunebook.data.pii import scrub
+    from tunebook.data.quality import Filters
+    from tunebook.data.reader import dumps
+    from tunebook.data.synth import alpaca_rows
 
-    rng = random.Random(0)
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "bench.jsonl"
+        src = Path(tmp) / "alpaca.jsonl"
         with open(src, "w", encoding="utf-8") as f:
-            for i in range(a.rows):
-                f.write(json.dumps({"instruction": f"Question {i}: what is {rng.randint(1, 10**6)} squared?",
-                                    "input": "", "output": f"Row {i} answer {rng.random()}"}) + "\n")
-        t0 = time.time()
-        s = pipeline.run(src, Path(tmp) / "out.jsonl", pipeline.Options(
-            to="messages", src="alpaca", scrub_pii=False, near_dup_threshold=None, progress=sys.stderr.isatty()))
-        dt = time.time() - t0
-    import resource
+            for row in alpaca_rows(a.rows):
+                f.write(dumps(row) + "\n")
+        size_mib = src.stat().st_size / 2**20
+        lines = src.read_text(encoding="utf-8").splitlines()[:min(a.rows, 20_000)]
 
+        def alone(name, fn, items):
+            t0 = time.time()
+            out = [fn(x) for x in items]
+            results.append((f"{name} (alone, 1 process)", len(items) / (time.time() - t0), None))
+            return out
+
+        rows = alone("parse JSON", json.loads, lines)
+        convert = converter("alpaca", "messages")
+        converted = alone("validate + convert", lambda r: validate(convert(validate(r, "alpaca")), "messages"), rows)
+        from collections import Counter
+
+        alone("PII scrub", lambda r: scrub(r, Counter()), rows)
+        alone("quality filters", lambda r: Filters().reason(row_text(r)), converted)
+        alone("exact-dup hash", content_hash, converted)
+        sigs = alone("near-dup MinHash signature", lambda r: signature(content_text(r)), converted)
+        near = NearDuplicates(0.85)
+        alone("near-dup LSH query + insert", lambda i: near.match_signature(str(i), sigs[i]), range(len(sigs)))
+        for label, threshold in (("make data defaults", None), ("make data + near-dup 0.85", 0.85)):
+            t0 = time.time()
+            s = pipeline.run(src, Path(tmp) / "out.jsonl", pipeline.Options(
+                to="messages", near_dup_threshold=threshold, workers=a.workers, progress=sys.stderr.isatty()))
+            dt = time.time() - t0
+            results.append((f"{label} ({s.workers} processes, end to end)", s.read / dt, dt))
+            print(s.render(), file=sys.stderr)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"convert+validate+exact-dedup: {s.read} rows in {dt:.1f} s = {s.read / dt:,.0f} rows/s, peak RSS {rss:.0f} MiB")
+    width = max(len(r[0]) for r in results)
+    print(f"bench-data: {a.rows:,} Alpaca-shaped rows ({size_mib:.0f} MiB), {os.cpu_count()} cores")
+    for name, rate, wall in results:
+        print(f"  {name:<{width}}  {rate:>10,.0f} rows/s" + (f"  {wall:6.1f} s" if wall else ""))
+    print(f"  peak RSS of this process {rss:.0f} MiB")
     return 0
 
 
@@ -141,7 +175,11 @@ def register(sub) -> None:
     c.add_argument("--template", default="", help="recipe or tokenizer folder, for --to completion")
     c.add_argument("--no-scrub", action="store_true")
     c.add_argument("--no-dedup", action="store_true")
-    c.add_argument("--near-dup", type=float, default=0.85, help="MinHash Jaccard threshold; 0 disables")
+    c.add_argument("--near-dup", type=float, default=0.0,
+                   help="MinHash Jaccard threshold for near-duplicate removal (e.g. 0.85); 0, the default, disables")
+    c.add_argument("--near-dup-min-chars", type=int, default=200,
+                   help="rows shorter than this are checked for exact duplicates only")
+    c.add_argument("--workers", type=int, default=0, help="processes (0: every core for inputs over 8 MiB)")
     c.add_argument("--min-chars", type=int, default=1)
     c.add_argument("--max-chars", type=int, default=100_000)
     c.add_argument("--min-alpha", type=float, default=0.0)
@@ -164,8 +202,9 @@ def register(sub) -> None:
     t.add_argument("--png", default="")
     t.set_defaults(fn=cmd_stats)
 
-    b = dsub.add_parser("bench", help="rows/s of convert + validate + exact dedup")
+    b = dsub.add_parser("bench", help="rows/s of make data's default pipeline, with near-dup, and of each stage")
     b.add_argument("--rows", type=int, default=200_000)
+    b.add_argument("--workers", type=int, default=0, help="processes (0: every core for big inputs)")
     b.set_defaults(fn=cmd_bench)
 
     i = sub.add_parser("inspect", help="show rows as the engine tokenizes them, with the trained tokens")

@@ -53,12 +53,14 @@ def shingles(text: str, k: int = 5) -> set[bytes]:
 
 
 class NearDuplicates:
-    """Keeps a MinHash LSH index of the rows kept so far; `seen(row)` says which kept row it repeats."""
+    """A MinHash LSH index of the rows kept so far. The signature of a row (the costly part:
+    hashing every shingle) is computed where the row is processed, in the pipeline's
+    workers, with datasketch's batched update; the index lives in the one process that
+    decides, in input order, which row is kept."""
 
     def __init__(self, threshold: float = 0.8, num_perm: int = 128, shingle: int = 5):
-        from datasketch import MinHash, MinHashLSH
+        from datasketch import MinHashLSH
 
-        self._MinHash = MinHash
         # Candidates are re-checked with the estimated Jaccard below, so tune the bands for
         # few missed pairs rather than few candidates.
         self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(0.1, 0.9))
@@ -66,14 +68,13 @@ class NearDuplicates:
         self.sigs: dict[str, Any] = {}
 
     def signature(self, text: str):
-        m = self._MinHash(num_perm=self.num_perm)
-        for s in shingles(text, self.shingle):
-            m.update(s)
-        return m
+        return signature(text, self.num_perm, self.shingle)
 
     def match(self, key: str, text: str) -> tuple[str, float] | None:
+        return self.match_signature(key, self.signature(text))
+
+    def match_signature(self, key: str, sig) -> tuple[str, float] | None:
         """(key of the kept near-duplicate, estimated Jaccard) or None; a new row is indexed."""
-        sig = self.signature(text)
         for other in self.lsh.query(sig):
             j = sig.jaccard(self.sigs[other])
             if j >= self.threshold:
@@ -81,3 +82,36 @@ class NearDuplicates:
         self.lsh.insert(key, sig)
         self.sigs[key] = sig
         return None
+
+
+def shingle_hashes(text: str, k: int = 5):
+    """32-bit hashes of the normalised text's k-byte shingles, computed in numpy (a polynomial
+    over the k bytes of each window), distinct. datasketch's own per-item SHA-1 over Python
+    bytes objects was most of the time left after batching."""
+    import numpy as np
+
+    data = np.frombuffer(normalise(text).encode("utf-8"), dtype=np.uint8).astype(np.uint32)
+    if data.size <= k:
+        data = np.pad(data, (0, k + 1 - data.size))
+    h = np.zeros(data.size - k + 1, dtype=np.uint32)
+    for j in range(k):  # k vector operations, not one per shingle
+        h = h * np.uint32(16777619) + data[j:data.size - k + 1 + j]
+    return np.unique(h)
+
+
+def _same(x):
+    return x
+
+
+def signature(text: str, num_perm: int = 128, shingle: int = 5):
+    """A LeanMinHash (datasketch) of the text's shingles: the shingle hashes go in as one batch."""
+    from datasketch import LeanMinHash, MinHash
+
+    if num_perm not in _PERMUTATIONS:  # drawn once: MinHash() draws them anew for every row
+        _PERMUTATIONS[num_perm] = MinHash(num_perm=num_perm).permutations
+    m = MinHash(num_perm=num_perm, permutations=_PERMUTATIONS[num_perm], scheme="affine32", hashfunc=_same)
+    m.update_batch(shingle_hashes(text, shingle).tolist())
+    return LeanMinHash(m)
+
+
+_PERMUTATIONS: dict[int, Any] = {}

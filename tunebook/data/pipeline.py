@@ -9,6 +9,7 @@ temp files and renamed, so a killed run leaves the previous outputs intact.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from collections import Counter
@@ -17,10 +18,10 @@ from pathlib import Path
 from typing import Callable
 
 from tunebook.data import formats
-from tunebook.data.dedup import NearDuplicates, content_hash, content_text, row_text
+from tunebook.data.dedup import NearDuplicates, content_hash, content_text, row_text, signature
 from tunebook.data.pii import scrub
 from tunebook.data.quality import Filters
-from tunebook.data.reader import dumps, iter_records
+from tunebook.data.reader import dumps, iter_chunks, iter_records, parse_jsonl_line, position_word
 
 
 @dataclass
@@ -29,10 +30,23 @@ class Options:
     src: str | None = None  # detected when None
     scrub_pii: bool = True
     exact_dedup: bool = True
-    near_dup_threshold: float | None = 0.85  # None: no near-duplicate removal
+    near_dup_threshold: float | None = None  # e.g. 0.85; None (the default): exact duplicates only
     filters: Filters = field(default_factory=Filters)
     template: Callable[[list[dict]], str] | None = None  # messages -> text, for TO=completion
     progress: bool = True
+    near_dup_min_chars: int = 200  # shorter rows are checked for exact duplicates only
+    workers: int = 0  # processes for the per-row stages; 0: every core for big inputs (default_workers)
+    chunk_rows: int = 2000
+
+
+_SPECIFIC = re.compile(r"(?:line|item) \d+|\d+(?:\.\d+)?|'[^']*'|\"[^\"]*\"")
+
+
+def reason_kind(kind: str, reason: str) -> str:
+    """A reason without what is particular to one row (line numbers, values, quoted text), so
+    78 duplicates of eight different rows count as one kind of reason, not eight."""
+    return f"{kind}: " + _SPECIFIC.sub(lambda m: "N" if m.group(0)[0].isdigit() or m.group(0)[0] in "li" else "'…'",
+                                       reason).replace("line N", "N").replace("item N", "N")
 
 
 @dataclass
@@ -49,8 +63,17 @@ class Summary:
     near_duplicates: int = 0
     filtered: int = 0
     pii: Counter = field(default_factory=Counter)
-    reasons: Counter = field(default_factory=Counter)
+    reasons: Counter = field(default_factory=Counter)  # reason kind -> rows
+    examples: dict = field(default_factory=dict)  # reason kind -> up to 3 "line N: reason"
     seconds: float = 0.0
+    workers: int = 1
+
+    def add_reason(self, kind: str, reason: str, where: str) -> None:
+        key = reason_kind(kind, reason)
+        self.reasons[key] += 1
+        shown = self.examples.setdefault(key, [])
+        if len(shown) < 3:
+            shown.append(f"{where}: {reason}")
 
     @property
     def balanced(self) -> bool:
@@ -69,10 +92,15 @@ class Summary:
         if self.pii:
             lines.append("pii         " + ", ".join(f"{k} {v}" for k, v in sorted(self.pii.items())))
         if self.reasons:
-            lines.append(f"why         (all in {self.rejects})")
-            lines += [f"  {n:6d}  {r}" for r, n in self.reasons.most_common(8)]
+            lines.append(f"why         (every row in {self.rejects})")
+            for key, n in self.reasons.most_common(10):
+                lines.append(f"  {n:6d}  {key}")
+                lines += [f"            e.g. {e}" for e in self.examples.get(key, [])]
+            if len(self.reasons) > 10:
+                lines.append(f"          ... and {len(self.reasons) - 10} more kinds of reason")
         rate = self.read / self.seconds if self.seconds else 0
-        lines.append(f"time        {self.seconds:.1f} s ({rate:,.0f} rows/s)")
+        lines.append(f"time        {self.seconds:.1f} s ({rate:,.0f} rows/s, {self.workers} process"
+                     f"{'es' if self.workers > 1 else ''})")
         return "\n".join(lines)
 
 
@@ -105,6 +133,65 @@ def _tmp_beside(path: Path):
     return os.fdopen(fd, "w", encoding="utf-8"), Path(tmp)
 
 
+@dataclass
+class Outcome:
+    """What the per-row stages made of one input row (in a worker); what happens to it next
+    (duplicate or written) is decided in input order by the one process that writes."""
+    line: int
+    kind: str  # ok | rejected | filtered
+    reason: str = ""
+    payload: str = ""  # ok/filtered: the converted row as JSON; rejected: the row (or raw text) as JSON
+    raw: bool = False  # payload is the raw text of a line that did not parse
+    hash64: int = 0
+    sig: object = None  # MinHash signature for near-duplicate search (None: not searched)
+
+
+_WORK: dict = {}  # the worker's stages: set before the pool forks (a template lambda cannot be pickled)
+
+
+def _stages(rec, src: str, opts: Options, convert, pii: Counter) -> Outcome:
+    if rec.error:
+        return Outcome(rec.line, "rejected", rec.error, dumps(rec.raw), raw=True)
+    try:
+        formats.validate(rec.row, src)
+        row = scrub(rec.row, pii) if opts.scrub_pii else rec.row
+        row = formats.validate(convert(row), opts.to)
+    except formats.RowError as exc:
+        return Outcome(rec.line, "rejected", str(exc), dumps(rec.row))
+    payload = dumps(row)
+    why = opts.filters.reason(row_text(row))
+    if why:
+        return Outcome(rec.line, "filtered", why, payload)
+    out = Outcome(rec.line, "ok", "", payload)
+    if opts.exact_dedup:
+        out.hash64 = int(content_hash(row)[:16], 16)
+    if opts.near_dup_threshold:
+        text = content_text(row)
+        if len(text) >= opts.near_dup_min_chars:  # shorter: one changed word is the whole point; exact only
+            out.sig = signature(text)
+    return out
+
+
+def _work_chunk(chunk: list) -> tuple[list[Outcome], Counter]:
+    src, opts, convert = _WORK["src"], _WORK["opts"], _WORK["convert"]
+    pii: Counter = Counter()
+    outs = []
+    for item in chunk:
+        rec = parse_jsonl_line(*item) if isinstance(item, tuple) else item
+        if rec is not None:
+            outs.append(_stages(rec, src, opts, convert, pii))
+    return outs, pii
+
+
+def default_workers(path: Path) -> int:
+    """Every core for inputs big enough to pay for the processes (~0.3 s to start), else one."""
+    try:
+        big = path.stat().st_size > 8 * 2**20
+    except OSError:
+        big = False
+    return max(1, min(os.cpu_count() or 1, 8)) if big else 1
+
+
 def run(in_path: str | Path, out_path: str | Path, opts: Options) -> Summary:
     in_path, out_path = Path(in_path), Path(out_path)
     rejects_path = out_path.with_name(out_path.name.removesuffix(".jsonl") + ".rejects.jsonl")
@@ -118,59 +205,63 @@ def run(in_path: str | Path, out_path: str | Path, opts: Options) -> Summary:
     s = Summary(str(in_path), str(out_path), str(rejects_path), detected=src, to=opts.to)
     seen: dict[int, int] = {}  # 64-bit prefix of the content hash -> first line: ~100 B a row
     near = NearDuplicates(threshold=opts.near_dup_threshold) if opts.near_dup_threshold else None
+    where = position_word(in_path)
+    workers = opts.workers or default_workers(in_path)
     t0 = time.time()
     out, out_tmp = _tmp_beside(out_path)
     rej, rej_tmp = _tmp_beside(rejects_path)
+    file_json = dumps(str(in_path))
 
-    def reject(kind: str, line: int, reason: str, row=None, raw=None) -> None:
-        entry = {"file": str(in_path), "line": line, "kind": kind, "reason": reason}
-        entry.update({"row": row} if raw is None else {"raw": raw})
-        rej.write(dumps(entry) + "\n")
-        s.reasons[f"{kind}: {reason.split(':')[0] if kind != 'rejected' else reason}"[:100]] += 1
+    def reject(kind: str, line: int, reason: str, payload: str, raw: bool = False) -> None:
+        head = f'{{"file": {file_json}, "{where}": {line}, "kind": {dumps(kind)}, "reason": {dumps(reason)}, '
+        rej.write(head + ('"raw": ' if raw else '"row": ') + payload + "}\n")
+        s.add_reason(kind, reason, f"{where} {line}")
 
     progress = None
     if opts.progress:
         from tqdm import tqdm
 
         progress = tqdm(desc="rows", unit=" rows", mininterval=1.0, leave=False)
+    _WORK.update(src=src, opts=opts, convert=convert)
+    pool = None
     try:
-        for rec in iter_records(in_path):
-            s.read += 1
+        chunks = iter_chunks(in_path, size=opts.chunk_rows)
+        if workers > 1:
+            import multiprocessing
+
+            pool = multiprocessing.get_context("fork").Pool(workers)
+            results = pool.imap(_work_chunk, chunks)  # in input order: the same output as one process
+        else:
+            results = map(_work_chunk, chunks)
+        for outcomes, pii in results:
+            s.pii.update(pii)
+            for o in outcomes:
+                s.read += 1
+                if o.kind == "rejected":
+                    s.rejected += 1
+                    reject("rejected", o.line, o.reason, o.payload, o.raw)
+                    continue
+                if o.kind == "filtered":
+                    s.filtered += 1
+                    reject("filtered", o.line, o.reason, o.payload)
+                    continue
+                if opts.exact_dedup:
+                    if o.hash64 in seen:
+                        s.duplicates += 1
+                        reject("duplicate", o.line, f"exact duplicate of {where} {seen[o.hash64]}", o.payload)
+                        continue
+                    seen[o.hash64] = o.line
+                if near is not None and o.sig is not None:
+                    hit = near.match_signature(str(o.line), o.sig)
+                    if hit:
+                        s.near_duplicates += 1
+                        reject("near_duplicate", o.line, f"near duplicate of {where} {hit[0]} (jaccard ~{hit[1]:.2f})",
+                               o.payload)
+                        continue
+                out.write(o.payload + "\n")
+                s.written += 1
             if progress is not None:
-                progress.update()
-            if rec.error:
-                s.rejected += 1
-                reject("rejected", rec.line, rec.error, raw=rec.raw)
-                continue
-            try:
-                formats.validate(rec.row, src)
-                row = scrub(rec.row, s.pii) if opts.scrub_pii else rec.row
-                row = formats.validate(convert(row), opts.to)
-            except formats.RowError as exc:
-                s.rejected += 1
-                reject("rejected", rec.line, str(exc), row=rec.row)
-                continue
-            text = row_text(row)
-            why = opts.filters.reason(text)
-            if why:
-                s.filtered += 1
-                reject("filtered", rec.line, why, row=row)
-                continue
-            if opts.exact_dedup:
-                h = int(content_hash(row)[:16], 16)
-                if h in seen:
-                    s.duplicates += 1
-                    reject("duplicate", rec.line, f"exact duplicate of line {seen[h]}", row=row)
-                    continue
-                seen[h] = rec.line
-            if near is not None:
-                hit = near.match(str(rec.line), content_text(row))
-                if hit:
-                    s.near_duplicates += 1
-                    reject("near_duplicate", rec.line, f"near duplicate of line {hit[0]} (jaccard ~{hit[1]:.2f})", row=row)
-                    continue
-            out.write(dumps(row) + "\n")
-            s.written += 1
+                progress.update(len(outcomes))
         out.close()
         rej.close()
         os.replace(out_tmp, out_path)
@@ -182,7 +273,11 @@ def run(in_path: str | Path, out_path: str | Path, opts: Options) -> Summary:
         rej_tmp.unlink(missing_ok=True)
         raise
     finally:
+        if pool is not None:
+            pool.terminate()
+        _WORK.clear()
         if progress is not None:
             progress.close()
     s.seconds = time.time() - t0
+    s.workers = workers
     return s

@@ -50,18 +50,59 @@ def iter_records(path: str | Path) -> Iterator[Record]:
 def _jsonl(path: Path) -> Iterator[Record]:
     with open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield Record(n, error=f"not UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})",
-                             raw=raw.decode("utf-8", errors="replace").rstrip("\n"))
-                continue
-            if not text.strip():
-                continue  # blank lines carry no row
-            try:
-                yield Record(n, row=json.loads(text))
-            except json.JSONDecodeError as exc:
-                yield Record(n, error=f"invalid JSON at column {exc.colno}: {exc.msg}", raw=text.rstrip("\n"))
+            rec = parse_jsonl_line(n, raw)
+            if rec is not None:
+                yield rec
+
+
+def parse_jsonl_line(n: int, raw: bytes) -> Record | None:
+    """One JSONL line as a Record (None for a blank line): the pipeline's workers parse lines
+    themselves, so parsing runs on every core."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Record(n, error=f"not UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})",
+                      raw=raw.decode("utf-8", errors="replace").rstrip("\n"))
+    if not text.strip():
+        return None  # blank lines carry no row
+    try:
+        return Record(n, row=json.loads(text))
+    except json.JSONDecodeError as exc:
+        return Record(n, error=f"invalid JSON at column {exc.colno}: {exc.msg}", raw=text.rstrip("\n"))
+
+
+def iter_chunks(path: str | Path, size: int = 2000) -> Iterator[list]:
+    """The input in chunks for the pipeline's workers: raw (line, bytes) pairs for JSONL
+    (parsed in the workers), Records for the other formats (parsed here)."""
+    path = Path(path)
+    if path.suffix.lower() == ".jsonl":
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        if path.stat().st_size == 0:
+            raise EmptyInput(f"{path}: the file is empty")
+        chunk: list = []
+        with open(path, "rb") as f:
+            for n, raw in enumerate(f, start=1):
+                chunk.append((n, raw))
+                if len(chunk) >= size:
+                    yield chunk
+                    chunk = []
+        if chunk:
+            yield chunk
+        return
+    chunk = []
+    for rec in iter_records(path):
+        chunk.append(rec)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def position_word(path: str | Path) -> str:
+    """What a Record's number counts: lines of a JSONL/CSV file, items of a JSON array or Parquet file."""
+    return "item" if Path(path).suffix.lower() in (".json", ".parquet") else "line"
 
 
 def _json_array(path: Path) -> Iterator[Record]:
