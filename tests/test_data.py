@@ -11,7 +11,7 @@ import pytest
 
 from tunebook.data import formats
 from tunebook.data.dedup import content_text, normalise
-from tunebook.data.pii import find_pii, luhn_ok
+from tunebook.data.pii import DEFAULT_ALLOW, find_pii, luhn_ok
 from tunebook.data.pipeline import DataError, Options, run
 from tunebook.data.quality import Filters
 from tunebook.data.reader import EmptyInput, iter_records
@@ -139,7 +139,7 @@ def test_pii_recall_and_precision_on_the_labelled_sample():
         got = set(find_pii(r["text"]))
         tp, fp, fn = tp + len(want & got), fp + len(got - want), fn + len(want - got)
     precision, recall = tp / (tp + fp), tp / (tp + fn)
-    assert tp >= 20 and precision >= 0.95 and recall >= 0.9, (precision, recall)
+    assert tp >= 30 and precision >= 0.95 and recall >= 0.95, (precision, recall)
 
 
 def test_pii_is_replaced_with_typed_placeholders_and_counted(tmp_path):
@@ -288,3 +288,27 @@ def test_reasons_are_counted_by_kind_with_three_examples_and_json_items_are_item
     assert text.count("e.g. item ") == 3 and "e.g. item 9: exact duplicate of item 1" in text
     assert all("item" in r and "line" not in r for r in rejects(out))  # a JSON array has items, not lines
     assert text.count(str(src)) == 1  # the input path once
+
+
+def test_pii_report_allow_list_and_dedup_report_are_written_for_review(tmp_path):
+    src = write(tmp_path / "r.jsonl", [
+        _alpaca(1, "Call 415-555-0134 or write to ann@corp.example.org about the trade."),
+        _alpaca(2, "Generate a hypothetical phone number such as 123-456-7890."),  # a documented placeholder
+        _alpaca(3, "Our team code is 555-0100 internally."),  # allowed by the user's list below
+        _alpaca(4, "Compute 472547338 + 960397912423686 for me."),  # arithmetic, not a card
+        _alpaca(1, "Call 415-555-0134 or write to ann@corp.example.org about the trade."),  # exact duplicate
+    ])
+    allow = tmp_path / "allow.txt"
+    allow.write_text("555-0100\n")
+    out, report, clusters = tmp_path / "o.jsonl", tmp_path / "pii.jsonl", tmp_path / "dups.jsonl"
+    s = run(src, out, Options(to="alpaca", progress=False, pii_report=report, dedup_report=clusters,
+                              pii_allow=DEFAULT_ALLOW | {"555-0100"}))
+    found = rows(report)
+    assert [(r["line"], r["type"], r["value"]) for r in found] == [
+        (1, "PHONE", "415-555-0134"), (1, "EMAIL", "ann@corp.example.org"),
+        (5, "PHONE", "415-555-0134"), (5, "EMAIL", "ann@corp.example.org")]
+    assert "Call 415-555-0134 or write" in found[0]["context"]
+    kept = [r["instruction"] for r in rows(out)]
+    assert "123-456-7890" in kept[1] and "555-0100" in kept[2] and "960397912423686" in kept[3]
+    assert dict(s.pii) == {"PHONE": 2, "EMAIL": 2}
+    assert rows(clusters) == [{"file": str(src), "kept": "line 1", "removed": [{"line": 5, "kind": "exact", "jaccard": 1.0}]}]

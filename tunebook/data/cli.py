@@ -29,8 +29,15 @@ def _fail(exc: Exception, where: str) -> TunebookError:
     return TunebookError([Problem(where, "", str(exc))])
 
 
+def _allow_list(path: str) -> frozenset:
+    if not path:
+        return frozenset()
+    return frozenset(v.strip() for v in Path(path).read_text(encoding="utf-8").splitlines() if v.strip())
+
+
 def cmd_convert(a) -> int:
     from tunebook.data import pipeline
+    from tunebook.data.pii import DEFAULT_ALLOW
     from tunebook.data.quality import Filters
     from tunebook.data.reader import EmptyInput
 
@@ -44,7 +51,9 @@ def cmd_convert(a) -> int:
         filters=Filters(min_chars=a.min_chars, max_chars=a.max_chars, min_alpha_ratio=a.min_alpha,
                         max_repetition=a.max_repetition),
         template=template, progress=sys.stderr.isatty(), near_dup_min_chars=a.near_dup_min_chars,
-        workers=a.workers,
+        workers=a.workers, pii_report=Path(a.pii_report) if a.pii_report else None,
+        dedup_report=Path(a.dedup_report) if a.dedup_report else None,
+        pii_allow=DEFAULT_ALLOW | _allow_list(a.pii_allow),
     )
     try:
         summary = pipeline.run(a.input, a.out, opts)
@@ -180,6 +189,9 @@ def register(sub) -> None:
     c.add_argument("--near-dup-min-chars", type=int, default=200,
                    help="rows shorter than this are checked for exact duplicates only")
     c.add_argument("--workers", type=int, default=0, help="processes (0: every core for inputs over 8 MiB)")
+    c.add_argument("--pii-report", default="", help="write every PII replacement with its context here (JSONL)")
+    c.add_argument("--pii-allow", default="", help="a file of placeholder values (one a line) never scrubbed")
+    c.add_argument("--dedup-report", default="", help="write each kept row with the duplicates removed for it (JSONL)")
     c.add_argument("--min-chars", type=int, default=1)
     c.add_argument("--max-chars", type=int, default=100_000)
     c.add_argument("--min-alpha", type=float, default=0.0)

@@ -19,7 +19,7 @@ from typing import Callable
 
 from tunebook.data import formats
 from tunebook.data.dedup import NearDuplicates, content_hash, content_text, row_text, signature
-from tunebook.data.pii import scrub
+from tunebook.data.pii import DEFAULT_ALLOW, scrub
 from tunebook.data.quality import Filters
 from tunebook.data.reader import dumps, iter_chunks, iter_records, parse_jsonl_line, position_word
 
@@ -37,6 +37,9 @@ class Options:
     near_dup_min_chars: int = 200  # shorter rows are checked for exact duplicates only
     workers: int = 0  # processes for the per-row stages; 0: every core for big inputs (default_workers)
     chunk_rows: int = 2000
+    pii_allow: frozenset = DEFAULT_ALLOW  # documented placeholder values left as they are
+    pii_report: Path | None = None  # every replacement with its context, for review
+    dedup_report: Path | None = None  # every kept row with the rows removed as its duplicates
 
 
 _SPECIFIC = re.compile(r"(?:line|item) \d+|\d+(?:\.\d+)?|'[^']*'|\"[^\"]*\"")
@@ -144,6 +147,7 @@ class Outcome:
     raw: bool = False  # payload is the raw text of a line that did not parse
     hash64: int = 0
     sig: object = None  # MinHash signature for near-duplicate search (None: not searched)
+    pii_found: list = field(default_factory=list)  # (type, value, context), when a PII report is asked for
 
 
 _WORK: dict = {}  # the worker's stages: set before the pool forks (a template lambda cannot be pickled)
@@ -154,15 +158,16 @@ def _stages(rec, src: str, opts: Options, convert, pii: Counter) -> Outcome:
         return Outcome(rec.line, "rejected", rec.error, dumps(rec.raw), raw=True)
     try:
         formats.validate(rec.row, src)
-        row = scrub(rec.row, pii) if opts.scrub_pii else rec.row
+        found: list | None = [] if opts.pii_report else None
+        row = scrub(rec.row, pii, found, opts.pii_allow) if opts.scrub_pii else rec.row
         row = formats.validate(convert(row), opts.to)
     except formats.RowError as exc:
         return Outcome(rec.line, "rejected", str(exc), dumps(rec.row))
     payload = dumps(row)
     why = opts.filters.reason(row_text(row))
     if why:
-        return Outcome(rec.line, "filtered", why, payload)
-    out = Outcome(rec.line, "ok", "", payload)
+        return Outcome(rec.line, "filtered", why, payload, pii_found=found or [])
+    out = Outcome(rec.line, "ok", "", payload, pii_found=found or [])
     if opts.exact_dedup:
         out.hash64 = int(content_hash(row)[:16], 16)
     if opts.near_dup_threshold:
@@ -181,6 +186,16 @@ def _work_chunk(chunk: list) -> tuple[list[Outcome], Counter]:
         if rec is not None:
             outs.append(_stages(rec, src, opts, convert, pii))
     return outs, pii
+
+
+def _write_clusters(path: Path, clusters: dict[int, list], where: str, source: str) -> None:
+    """One line per kept row that had duplicates: which rows were removed as its copies, how."""
+    f, tmp = _tmp_beside(Path(path))
+    with f:
+        for kept in sorted(clusters):
+            f.write(dumps({"file": source, "kept": f"{where} {kept}", "removed": [
+                {where: line, "kind": kind, "jaccard": j} for line, kind, j in clusters[kept]]}) + "\n")
+    os.replace(tmp, path)
 
 
 def default_workers(path: Path) -> int:
@@ -211,6 +226,8 @@ def run(in_path: str | Path, out_path: str | Path, opts: Options) -> Summary:
     out, out_tmp = _tmp_beside(out_path)
     rej, rej_tmp = _tmp_beside(rejects_path)
     file_json = dumps(str(in_path))
+    pii_report = _tmp_beside(opts.pii_report) if opts.pii_report else None
+    clusters: dict[int, list] = {}  # kept line -> [(line, kind, jaccard)], for the dedup report
 
     def reject(kind: str, line: int, reason: str, payload: str, raw: bool = False) -> None:
         head = f'{{"file": {file_json}, "{where}": {line}, "kind": {dumps(kind)}, "reason": {dumps(reason)}, '
@@ -237,6 +254,10 @@ def run(in_path: str | Path, out_path: str | Path, opts: Options) -> Summary:
             s.pii.update(pii)
             for o in outcomes:
                 s.read += 1
+                if pii_report is not None:
+                    for kind, value, context in o.pii_found:
+                        pii_report[0].write(dumps({"file": str(in_path), where: o.line, "type": kind, "value": value,
+                                                   "context": context}) + "\n")
                 if o.kind == "rejected":
                     s.rejected += 1
                     reject("rejected", o.line, o.reason, o.payload, o.raw)
@@ -249,11 +270,13 @@ def run(in_path: str | Path, out_path: str | Path, opts: Options) -> Summary:
                     if o.hash64 in seen:
                         s.duplicates += 1
                         reject("duplicate", o.line, f"exact duplicate of {where} {seen[o.hash64]}", o.payload)
+                        clusters.setdefault(seen[o.hash64], []).append((o.line, "exact", 1.0))
                         continue
                     seen[o.hash64] = o.line
                 if near is not None and o.sig is not None:
                     hit = near.match_signature(str(o.line), o.sig)
                     if hit:
+                        clusters.setdefault(int(hit[0]), []).append((o.line, "near", round(hit[1], 3)))
                         s.near_duplicates += 1
                         reject("near_duplicate", o.line, f"near duplicate of {where} {hit[0]} (jaccard ~{hit[1]:.2f})",
                                o.payload)
@@ -262,15 +285,23 @@ def run(in_path: str | Path, out_path: str | Path, opts: Options) -> Summary:
                 s.written += 1
             if progress is not None:
                 progress.update(len(outcomes))
+        if opts.dedup_report:
+            _write_clusters(opts.dedup_report, clusters, where, str(in_path))
         out.close()
         rej.close()
         os.replace(out_tmp, out_path)
         os.replace(rej_tmp, rejects_path)
+        if pii_report is not None:
+            pii_report[0].close()
+            os.replace(pii_report[1], opts.pii_report)
     except BaseException:
         out.close()
         rej.close()
         out_tmp.unlink(missing_ok=True)
         rej_tmp.unlink(missing_ok=True)
+        if pii_report is not None:
+            pii_report[0].close()
+            pii_report[1].unlink(missing_ok=True)
         raise
     finally:
         if pool is not None:
