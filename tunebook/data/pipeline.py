@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -243,14 +244,22 @@ def run(in_path: str | Path, out_path: str | Path, opts: Options) -> Summary:
     pool = None
     try:
         chunks = iter_chunks(in_path, size=opts.chunk_rows)
+        in_flight = threading.BoundedSemaphore(4 * workers)
         if workers > 1:
             import multiprocessing
 
+            def bounded(it):  # Pool.imap reads ahead without limit: the whole file would queue up in memory
+                for chunk in it:
+                    in_flight.acquire()
+                    yield chunk
+
             pool = multiprocessing.get_context("fork").Pool(workers)
-            results = pool.imap(_work_chunk, chunks)  # in input order: the same output as one process
+            results = pool.imap(_work_chunk, bounded(chunks))  # in input order: the same output as one process
         else:
             results = map(_work_chunk, chunks)
         for outcomes, pii in results:
+            if workers > 1:
+                in_flight.release()
             s.pii.update(pii)
             for o in outcomes:
                 s.read += 1
