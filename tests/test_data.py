@@ -312,3 +312,87 @@ def test_pii_report_allow_list_and_dedup_report_are_written_for_review(tmp_path)
     assert "123-456-7890" in kept[1] and "555-0100" in kept[2] and "960397912423686" in kept[3]
     assert dict(s.pii) == {"PHONE": 2, "EMAIL": 2}
     assert rows(clusters) == [{"file": str(src), "kept": "line 1", "removed": [{"line": 5, "kind": "exact", "jaccard": 1.0}]}]
+
+
+# ---- real shapes (tests/data/real/: LLaMA-Factory's demo files, unchanged)
+
+REAL = Path("tests/data/real")
+
+
+def test_llamafactory_tool_calls_become_openai_tool_calls_and_come_back(tmp_path):
+    src = REAL / "llamafactory_glaive_toolcall_en.json"
+    source = json.loads(src.read_text())
+    s = run(src, tmp_path / "m.jsonl", Options(to="messages", progress=False))
+    assert (s.detected, s.read, s.written) == ("sharegpt", len(source), len(source)) and not s.not_carried
+    out = rows(tmp_path / "m.jsonl")
+    for row, orig in zip(out, source):
+        assert row["tools"] == json.loads(orig["tools"])  # carried, as a list of schemas
+        calls = [t for t in row["messages"] if t.get("tool_calls")]
+        assert len(calls) == sum(t["from"] == "function_call" for t in orig["conversations"])
+        assert all(c["tool_calls"][0]["function"]["name"] for c in calls)
+        assert sum(t["role"] == "tool" for t in row["messages"]) == sum(t["from"] == "observation" for t in orig["conversations"])
+    assert any(t.get("tool_calls") for r in out for t in r["messages"])  # the sample has tool calls
+    back = run(tmp_path / "m.jsonl", tmp_path / "s.jsonl", Options(to="sharegpt", progress=False))
+    assert back.written == len(source)
+    for row, orig in zip(rows(tmp_path / "s.jsonl"), source):
+        assert [t["from"] for t in row["conversations"]] == [t["from"] for t in orig["conversations"]]
+        assert json.loads(row["tools"]) == json.loads(orig["tools"])
+        calls = [json.loads(t["value"]) for t in row["conversations"] if t["from"] == "function_call"]
+        assert calls == [json.loads(t["value"]) for t in orig["conversations"] if t["from"] == "function_call"]
+    # alpaca has no place for tools: refused per row with the reason, never written without them
+    s = run(tmp_path / "m.jsonl", tmp_path / "a.jsonl", Options(to="alpaca", progress=False))
+    assert s.rejected >= 1 and any("tool" in r["reason"] for r in rejects(tmp_path / "a.jsonl"))
+
+
+def test_llamafactory_preference_rows_and_content_parts_read_as_preference_and_messages(tmp_path):
+    s = run(REAL / "llamafactory_dpo_en.json", tmp_path / "p.jsonl", Options(to="preference", progress=False))
+    assert (s.detected, s.rejected) == ("preference", 0) and s.written == s.read == 4
+    first = rows(tmp_path / "p.jsonl")[0]
+    assert first["prompt"][0]["role"] == "user" and isinstance(first["chosen"], str) and first["chosen"] != first["rejected"]
+    s = run(REAL / "llamafactory_v1_dpo.jsonl", tmp_path / "v.jsonl", Options(to="preference", progress=False))
+    assert (s.detected, s.written, s.rejected) == ("preference", 3, 0)
+    v1 = rows(tmp_path / "v.jsonl")[0]
+    # whole conversations sharing their first turns: the prompt is what they share
+    assert [t["role"] for t in v1["prompt"]] == ["system", "user"] and v1["chosen"][0]["role"] == "assistant"
+    assert isinstance(v1["prompt"][1]["content"], str)  # content parts flattened
+    assert s.not_carried["prompt[].loss_weight"] == 3  # said, not silently dropped
+    s = run(REAL / "llamafactory_v1_sft.jsonl", tmp_path / "sft.jsonl", Options(to="messages", progress=False))
+    assert s.written == 4 and s.not_carried["messages[].loss_weight"] == 4 and "not carried" in s.render()
+    assert all(isinstance(t["content"], str) for r in rows(tmp_path / "sft.jsonl") for t in r["messages"])
+    s = run(REAL / "llamafactory_kto_en.json", tmp_path / "k.jsonl", Options(to="messages", progress=False))
+    assert s.written == 4  # KTO rows (messages + label) pass as conversations; the label stays with them
+    assert all("label" in r for r in rows(tmp_path / "k.jsonl"))
+
+
+def test_openai_shapes_orca_columns_and_trl_implicit_prompts(tmp_path):
+    """Shapes written here after the OpenAI, Orca DPO and TRL documentation (no file of theirs ships)."""
+    openai = [
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "Points for 11-20 FG, 3 threes, 6 FT?"}]},
+                      {"role": "assistant", "content": [{"type": "text", "text": "31 points."}]}]},
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x.png"}}]},
+                      {"role": "assistant", "content": "A chart."}]},
+        {"tools": [{"type": "function", "function": {"name": "box_score", "parameters": {"type": "object"}}}],
+         "messages": [{"role": "user", "content": "Score of the Celtics game?"},
+                      {"role": "assistant", "content": None, "tool_calls": [
+                          {"id": "c1", "type": "function", "function": {"name": "box_score", "arguments": "{\"team\": \"BOS\"}"}}]},
+                      {"role": "tool", "tool_call_id": "c1", "content": "{\"BOS\": 112, \"NYK\": 104}"},
+                      {"role": "assistant", "content": "Boston won 112-104."}]},
+    ]
+    s = run(write(tmp_path / "o.jsonl", openai), tmp_path / "m.jsonl", Options(to="messages", progress=False))
+    assert (s.written, s.rejected) == (2, 1)
+    (bad,) = rejects(tmp_path / "m.jsonl")
+    assert bad["line"] == 2 and "'image_url' part" in bad["reason"]
+    a, b = rows(tmp_path / "m.jsonl")
+    assert a["messages"][0]["content"] == "Points for 11-20 FG, 3 threes, 6 FT?"
+    assert b["tools"][0]["function"]["name"] == "box_score" and b["messages"][2]["tool_call_id"] == "c1"
+    pref = [
+        {"system": "You are an analyst.", "question": "Who won?", "chosen": "Boston, 112-104.", "rejected": "New York."},  # Orca DPO
+        {"chosen": [{"role": "user", "content": "Who won?"}, {"role": "assistant", "content": "Boston."}],  # TRL, implicit prompt
+         "rejected": [{"role": "user", "content": "Who won?"}, {"role": "assistant", "content": "New York."}]},
+    ]
+    s = run(write(tmp_path / "p.jsonl", pref), tmp_path / "pp.jsonl", Options(to="preference", progress=False))
+    assert (s.detected, s.written) == ("preference", 2)
+    orca, trl = rows(tmp_path / "pp.jsonl")
+    assert orca["prompt"] == [{"role": "system", "content": "You are an analyst."}, {"role": "user", "content": "Who won?"}]
+    assert trl["prompt"] == [{"role": "user", "content": "Who won?"}]
+    assert trl["chosen"] == [{"role": "assistant", "content": "Boston."}]

@@ -68,6 +68,7 @@ class Summary:
     filtered: int = 0
     pii: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)  # reason kind -> rows
+    not_carried: Counter = field(default_factory=Counter)  # input field -> rows whose output has no place for it
     examples: dict = field(default_factory=dict)  # reason kind -> up to 3 "line N: reason"
     seconds: float = 0.0
     workers: int = 1
@@ -95,6 +96,9 @@ class Summary:
         ]
         if self.pii:
             lines.append("pii         " + ", ".join(f"{k} {v}" for k, v in sorted(self.pii.items())))
+        if self.not_carried:
+            lines.append("not carried " + ", ".join(f"{k} in {v} rows" for k, v in self.not_carried.most_common())
+                         + f" (the {self.to} rows have no place for them)")
         if self.reasons:
             lines.append(f"why         (every row in {self.rejects})")
             for key, n in self.reasons.most_common(10):
@@ -149,6 +153,7 @@ class Outcome:
     hash64: int = 0
     sig: object = None  # MinHash signature for near-duplicate search (None: not searched)
     pii_found: list = field(default_factory=list)  # (type, value, context), when a PII report is asked for
+    dropped: list = field(default_factory=list)  # fields of the input the output has no place for, by name
 
 
 _WORK: dict = {}  # the worker's stages: set before the pool forks (a template lambda cannot be pickled)
@@ -158,17 +163,20 @@ def _stages(rec, src: str, opts: Options, convert, pii: Counter) -> Outcome:
     if rec.error:
         return Outcome(rec.line, "rejected", rec.error, dumps(rec.raw), raw=True)
     try:
-        formats.validate(rec.row, src)
+        dropped: list[str] = []
+        row = formats.validate(rec.row, src, dropped)
+        if src != opts.to:
+            dropped += formats.not_carried(rec.row, src)
         found: list | None = [] if opts.pii_report else None
-        row = scrub(rec.row, pii, found, opts.pii_allow) if opts.scrub_pii else rec.row
+        row = scrub(row, pii, found, opts.pii_allow) if opts.scrub_pii else row
         row = formats.validate(convert(row), opts.to)
     except formats.RowError as exc:
         return Outcome(rec.line, "rejected", str(exc), dumps(rec.row))
     payload = dumps(row)
     why = opts.filters.reason(row_text(row))
     if why:
-        return Outcome(rec.line, "filtered", why, payload, pii_found=found or [])
-    out = Outcome(rec.line, "ok", "", payload, pii_found=found or [])
+        return Outcome(rec.line, "filtered", why, payload, pii_found=found or [], dropped=dropped)
+    out = Outcome(rec.line, "ok", "", payload, pii_found=found or [], dropped=dropped)
     if opts.exact_dedup:
         out.hash64 = int(content_hash(row)[:16], 16)
     if opts.near_dup_threshold:
@@ -263,6 +271,7 @@ def run(in_path: str | Path, out_path: str | Path, opts: Options) -> Summary:
             s.pii.update(pii)
             for o in outcomes:
                 s.read += 1
+                s.not_carried.update(set(o.dropped))  # rows, not turns
                 if pii_report is not None:
                     for kind, value, context in o.pii_found:
                         pii_report[0].write(dumps({"file": str(in_path), where: o.line, "type": kind, "value": value,
