@@ -396,3 +396,25 @@ def test_openai_shapes_orca_columns_and_trl_implicit_prompts(tmp_path):
     assert orca["prompt"] == [{"role": "system", "content": "You are an analyst."}, {"role": "user", "content": "Who won?"}]
     assert trl["prompt"] == [{"role": "user", "content": "Who won?"}]
     assert trl["chosen"] == [{"role": "assistant", "content": "Boston."}]
+
+
+def test_ray_tasks_write_what_one_process_writes(tmp_path):
+    """`--executor ray`: the per-row stages as Ray tasks (a local Ray with 2 workers here;
+    RAY_ADDRESS points at a cluster), merged in input order: byte-identical outputs."""
+    import ray
+
+    from tunebook.data.synth import alpaca_rows
+
+    src = write(tmp_path / "in.jsonl", [json.dumps(r) for r in alpaca_rows(2000, seed=3)])
+    got = {}
+    try:
+        for executor, workers in (("local", 1), ("ray", 2)):
+            out = tmp_path / executor / "o.jsonl"
+            s = run(src, out, Options(to="messages", near_dup_threshold=0.85, workers=workers, executor=executor,
+                                      chunk_rows=250, progress=False))
+            got[executor] = (out.read_bytes(), out.with_name("o.rejects.jsonl").read_bytes(),
+                             (s.read, s.written, s.duplicates, s.near_duplicates, dict(s.pii)))
+        assert ray.is_initialized() and ray.cluster_resources().get("CPU") == 2
+    finally:
+        ray.shutdown()
+    assert got["ray"] == got["local"] and got["local"][2][2] > 0

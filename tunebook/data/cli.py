@@ -52,7 +52,7 @@ def cmd_convert(a) -> int:
                         max_repetition=a.max_repetition),
         template=template, progress=sys.stderr.isatty(), near_dup_min_chars=a.near_dup_min_chars,
         workers=a.workers, pii_report=Path(a.pii_report) if a.pii_report else None,
-        dedup_report=Path(a.dedup_report) if a.dedup_report else None,
+        dedup_report=Path(a.dedup_report) if a.dedup_report else None, executor=a.executor,
         pii_allow=DEFAULT_ALLOW | _allow_list(a.pii_allow),
     )
     try:
@@ -197,6 +197,8 @@ def register(sub) -> None:
     c.add_argument("--pii-report", default="", help="write every PII replacement with its context here (JSONL)")
     c.add_argument("--pii-allow", default="", help="a file of placeholder values (one a line) never scrubbed")
     c.add_argument("--dedup-report", default="", help="write each kept row with the duplicates removed for it (JSONL)")
+    c.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="ray: the per-row stages as Ray tasks, on RAY_ADDRESS's cluster or a local Ray")
     c.add_argument("--min-chars", type=int, default=1)
     c.add_argument("--max-chars", type=int, default=100_000)
     c.add_argument("--min-alpha", type=float, default=0.0)

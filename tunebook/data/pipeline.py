@@ -41,6 +41,7 @@ class Options:
     pii_allow: frozenset = DEFAULT_ALLOW  # documented placeholder values left as they are
     pii_report: Path | None = None  # every replacement with its context, for review
     dedup_report: Path | None = None  # every kept row with the rows removed as its duplicates
+    executor: str = "local"  # local: a process pool on this machine; ray: Ray tasks (RAY_ADDRESS, or a local Ray)
 
 
 _SPECIFIC = re.compile(r"(?:line|item) \d+|\d+(?:\.\d+)?|'[^']*'|\"[^\"]*\"")
@@ -72,6 +73,7 @@ class Summary:
     examples: dict = field(default_factory=dict)  # reason kind -> up to 3 "line N: reason"
     seconds: float = 0.0
     workers: int = 1
+    executor: str = "local"
 
     def add_reason(self, kind: str, reason: str, where: str) -> None:
         key = reason_kind(kind, reason)
@@ -107,8 +109,9 @@ class Summary:
             if len(self.reasons) > 10:
                 lines.append(f"          ... and {len(self.reasons) - 10} more kinds of reason")
         rate = self.read / self.seconds if self.seconds else 0
-        lines.append(f"time        {self.seconds:.1f} s ({rate:,.0f} rows/s, {self.workers} process"
-                     f"{'es' if self.workers > 1 else ''})")
+        lines.append(f"time        {self.seconds:.1f} s ({rate:,.0f} rows/s, "
+                     + (f"Ray tasks, {self.workers} workers)" if self.executor == "ray" else
+                        f"{self.workers} process{'es' if self.workers > 1 else ''})"))
         return "\n".join(lines)
 
 
@@ -197,6 +200,37 @@ def _work_chunk(chunk: list) -> tuple[list[Outcome], Counter]:
     return outs, pii
 
 
+def _ray_chunk(chunk: list, src: str, opts: Options) -> tuple[list[Outcome], Counter]:
+    """A Ray task: the same per-row stages, on whichever node Ray places it."""
+    _WORK.update(src=src, opts=opts, convert=formats.converter(src, opts.to))
+    return _work_chunk(chunk)
+
+
+def _ray_results(chunks, src: str, opts: Options, workers: int):
+    """Outcomes chunk by chunk, in input order, computed by Ray tasks on a cluster
+    (RAY_ADDRESS) or a local Ray with `workers` CPUs; at most 4 chunks per worker in flight."""
+    from collections import deque
+
+    import ray
+
+    if opts.template is not None:
+        raise DataError("--executor ray cannot ship a chat template function to its workers; "
+                        "convert to messages with Ray, then to completion locally")
+    address = os.environ.get("RAY_ADDRESS") or None
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 **({} if address else {"num_cpus": workers, "object_store_memory": 256 * 2**20}))
+    task = ray.remote(num_cpus=1)(_ray_chunk)
+    light = Options(**{**opts.__dict__, "template": None, "progress": False})
+    pending: deque = deque()
+    for chunk in chunks:
+        pending.append(task.remote(chunk, src, light))
+        if len(pending) >= 4 * workers:
+            yield ray.get(pending.popleft())
+    while pending:
+        yield ray.get(pending.popleft())
+
+
 def _write_clusters(path: Path, clusters: dict[int, list], where: str, source: str) -> None:
     """One line per kept row that had duplicates: which rows were removed as its copies, how."""
     f, tmp = _tmp_beside(Path(path))
@@ -253,7 +287,10 @@ def run(in_path: str | Path, out_path: str | Path, opts: Options) -> Summary:
     try:
         chunks = iter_chunks(in_path, size=opts.chunk_rows)
         in_flight = threading.BoundedSemaphore(4 * workers)
-        if workers > 1:
+        if opts.executor == "ray":
+            workers = max(2, workers)
+            results = _ray_results(chunks, src, opts, workers)
+        elif workers > 1:
             import multiprocessing
 
             def bounded(it):  # Pool.imap reads ahead without limit: the whole file would queue up in memory
@@ -266,7 +303,7 @@ def run(in_path: str | Path, out_path: str | Path, opts: Options) -> Summary:
         else:
             results = map(_work_chunk, chunks)
         for outcomes, pii in results:
-            if workers > 1:
+            if workers > 1 and pool is not None:
                 in_flight.release()
             s.pii.update(pii)
             for o in outcomes:
@@ -328,5 +365,5 @@ def run(in_path: str | Path, out_path: str | Path, opts: Options) -> Summary:
         if progress is not None:
             progress.close()
     s.seconds = time.time() - t0
-    s.workers = workers
+    s.workers, s.executor = workers, opts.executor
     return s
