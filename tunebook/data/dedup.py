@@ -56,16 +56,20 @@ class NearDuplicates:
     """A MinHash LSH index of the rows kept so far. The signature of a row (the costly part:
     hashing every shingle) is computed where the row is processed, in the pipeline's
     workers, with datasketch's batched update; the index lives in the one process that
-    decides, in input order, which row is kept."""
+    decides, in input order, which row is kept. Kept signatures sit in one growing uint32
+    array (512 bytes a row at 128 permutations), keyed by their row number in the LSH."""
 
     def __init__(self, threshold: float = 0.8, num_perm: int = 128, shingle: int = 5):
+        import numpy as np
         from datasketch import MinHashLSH
 
         # Candidates are re-checked with the estimated Jaccard below, so tune the bands for
         # few missed pairs rather than few candidates.
         self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(0.1, 0.9))
         self.num_perm, self.shingle, self.threshold = num_perm, shingle, threshold
-        self.sigs: dict[str, Any] = {}
+        self._np = np
+        self.hv = np.empty((1024, num_perm), dtype=np.uint32)
+        self.keys: list[str] = []
 
     def signature(self, text: str):
         return signature(text, self.num_perm, self.shingle)
@@ -75,12 +79,17 @@ class NearDuplicates:
 
     def match_signature(self, key: str, sig) -> tuple[str, float] | None:
         """(key of the kept near-duplicate, estimated Jaccard) or None; a new row is indexed."""
+        values = sig.hashvalues
         for other in self.lsh.query(sig):
-            j = sig.jaccard(self.sigs[other])
+            j = float(self._np.count_nonzero(self.hv[other] == values)) / self.num_perm
             if j >= self.threshold:
-                return other, j
-        self.lsh.insert(key, sig)
-        self.sigs[key] = sig
+                return self.keys[other], j
+        n = len(self.keys)
+        if n == len(self.hv):
+            self.hv = self._np.concatenate([self.hv, self._np.empty_like(self.hv)])
+        self.hv[n] = values
+        self.keys.append(key)
+        self.lsh.insert(n, sig, check_duplication=False)
         return None
 
 
