@@ -54,9 +54,13 @@ def test_trainer_mapping():
 
 def test_every_honoured_key_is_mapped_somewhere():
     mapped = set(CFG) | {"load_in_8bit", "fp16", "bf16", "lora_target_linear", "warmup_steps", "save_strategy",
-                         "save_steps", "group_by_length", "chat_template", "bnb_config_kwargs", "val_set_size", "use_wandb"}
+                         "save_steps", "group_by_length", "chat_template", "bnb_config_kwargs", "val_set_size", "use_wandb",
+                         # trackers: report_to below; the MLflow store and run reach the engine as MLFLOW_* variables
+                         "use_tensorboard", "use_mlflow", "mlflow_tracking_uri", "mlflow_experiment_name"}
     assert set(U.HONOURED) <= mapped
     assert U.check(CFG) == []
+    assert U.sft_kwargs({**CFG, "use_tensorboard": True, "use_mlflow": True})["report_to"] == ["tensorboard", "mlflow"]
+    assert U.sft_kwargs({**CFG, "use_tensorboard": False})["report_to"] == []
 
 
 @pytest.mark.parametrize("key,value", [("peft_use_dora", True), ("loraplus_lr_ratio", 16), ("rl", "dpo"),
