@@ -52,7 +52,8 @@ _IPV6_PREFIXES = ("fe80", "2001", "fd", "fc", "ff0")
 # Placeholder values that teach a format ("a hypothetical phone number: 123-456-7890"):
 # documented fakes, kept. Options.pii_allow (make data DATA_ARGS="--pii-allow FILE") adds more.
 DEFAULT_ALLOW = frozenset({"123-456-7890", "(123) 456-7890", "123.456.7890", "123 456 7890", "555-555-5555",
-                           "(555) 555-5555", "000-000-0000", "111-111-1111", "123-4567", "555-5555"})
+                           "(555) 555-5555", "000-000-0000", "111-111-1111", "123-4567", "555-5555",
+                           "(555) 123-4567", "555-123-4567", "555-1234"})
 
 
 def luhn_ok(digits: str) -> bool:
@@ -69,16 +70,35 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+_EQUATION = re.compile(r"\d\s*[+*/=×÷]\s*[-(]?\d")  # "256626720691 + 1646615806005 =" just before a result
+
+
 def _in_arithmetic(text: str, start: int, end: int) -> bool:
-    return bool(_OPERATOR_BEFORE.search(text[max(0, start - 4):start]) or _OPERATOR_AFTER.search(text[end:end + 4]))
+    return bool(_OPERATOR_BEFORE.search(text[max(0, start - 4):start]) or _OPERATOR_AFTER.search(text[end:end + 4])
+                or _EQUATION.search(text[max(0, start - 80):start]))
+
+
+def _card_groups_ok(value: str) -> bool:
+    """Cards are written whole or in the groups printed on them (4-4-4-4, 4-6-5 Amex);
+    "355909190063-746" is a subtraction."""
+    groups = [len(g) for g in re.split(r"[ -]", value) if g]
+    return len(groups) == 1 or all(n == 4 for n in groups[:-1]) and 1 <= groups[-1] <= 4 or groups == [4, 6, 5]
+
+
+def _looks_like_range(value: str) -> bool:
+    """A 7-digit "phone" made of round numbers is a range: "100-1000 Hz", "500-1000 calories"."""
+    first, _, second = value.partition("-")
+    return first.endswith("00") or first[:1] in "01"
 
 
 def _is_pii(kind: str, value: str, text: str, start: int, end: int, allow: frozenset) -> bool:
     if value in allow:
         return False
     if kind == "CREDIT_CARD":
-        return luhn_ok(value) and not _in_arithmetic(text, start, end)
+        return luhn_ok(value) and _card_groups_ok(value) and not _in_arithmetic(text, start, end)
     if kind == "PHONE":
+        if len(value) == 8 and value[3] == "-" and _looks_like_range(value):
+            return False
         return not _in_arithmetic(text, start, end)
     if kind == "IPV6" and value.count(":") < 7:
         groups = [g for g in value.split(":") if g]
