@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 .DEFAULT_GOAL := help
 RUN     ?=
 PROMPT  ?=
-.PHONY: help tensorboard mlflow-ui setup test test-slow test-matrix train show list new validate merge chat data split stats inspect nba control bench-data eval compare bench bench-engines bench-levers profile lock lock-check freeze clean
+.PHONY: help setup-export export serve tensorboard mlflow-ui setup test test-slow test-matrix train show list new validate merge chat data split stats inspect nba control bench-data eval compare bench bench-engines bench-levers profile lock lock-check freeze clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,6 +19,9 @@ help: ## list the targets
 
 setup: ## create .venv, install the pinned CPU stack, convert the embedded model
 	bash scripts/setup.sh
+
+setup-export: ## only the GGUF tools: build llama-cpp-python from its pinned sdist, copy llama.cpp's converter (make setup does this too)
+	bash scripts/setup_export.sh
 
 test: ## fast test suite (tiny random models, a few minutes)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -45,8 +48,14 @@ new: ## copy-and-tweak: make new FROM=recipes/smollm2/lora.yaml TO=recipes/my-te
 merge: ## merge RECIPE's adapter into its base [RUN=id] -> runs/<name>/<run>/merged/
 	$(TB) merge $(RECIPE) $(if $(RUN),--run $(RUN))
 
-eval: ## lm-eval RECIPE's latest run [RUN=id] and its base on local tasks [TASKS=a,b] [LIMIT=n] [NPROC=n: data parallel]
-	$(TB) eval $(RECIPE) $(if $(RUN),--run $(RUN)) $(if $(TASKS),--tasks $(TASKS)) $(if $(LIMIT),--limit $(LIMIT)) $(if $(NPROC),--nproc $(NPROC))
+eval: ## lm-eval RECIPE's latest run [RUN=id] and its base on local tasks [TASKS=a,b] [LIMIT=n] [NPROC=n: data parallel] [EXPORT=q4_k_m: the exported GGUF]
+	$(TB) eval $(RECIPE) $(if $(RUN),--run $(RUN)) $(if $(TASKS),--tasks $(TASKS)) $(if $(LIMIT),--limit $(LIMIT)) $(if $(NPROC),--nproc $(NPROC)) $(if $(EXPORT),--export $(EXPORT))
+
+export: ## GGUF of RECIPE's run [RUN=id] [QUANT=q4_k_m|q8_0|f16|...] + Modelfile + model card, parity-checked -> runs/<name>/<run>/export/
+	$(TB) export $(RECIPE) $(if $(RUN),--run $(RUN)) --quant $(or $(QUANT),q4_k_m)
+
+serve: ## OpenAI-compatible server on RECIPE's exported GGUF [RUN=id] [QUANT=...] [PORT=8000]; prints its URL
+	exec $(TB) serve $(RECIPE) $(if $(RUN),--run $(RUN)) $(if $(QUANT),--quant $(QUANT)) --port $(or $(PORT),8000)
 
 compare: ## base vs full vs LoRA vs QLoRA, whole test sets -> reports/<id>/report.md|html + PNGs [RECIPES="..."] [LIMIT=n]
 	$(TB) compare $(if $(RECIPES),--recipes "$(RECIPES)") $(if $(LIMIT),--limit $(LIMIT))
@@ -69,8 +78,8 @@ tensorboard: ## TensorBoard over runs/ [RECIPE=...: its runs only] [PORT=6006]; 
 mlflow-ui: ## MLflow UI on the TRACKER=mlflow store (runs/mlflow.db unless MLFLOW_TRACKING_URI) [PORT=5000]
 	exec $(TB) mlflow-ui $(if $(PORT),--port $(PORT))
 
-chat: ## chat with RECIPE's latest run [RUN=id] [PROMPT="..."] (interactive without PROMPT)
-	$(TB) chat $(RECIPE) $(if $(RUN),--run $(RUN)) $(if $(PROMPT),--prompt "$(PROMPT)")
+chat: ## chat with RECIPE's latest run [RUN=id] [PROMPT="..."] (interactive without PROMPT) [SERVER=url: through make serve]
+	$(TB) chat $(RECIPE) $(if $(RUN),--run $(RUN)) $(if $(PROMPT),--prompt "$(PROMPT)") $(if $(SERVER),--server $(SERVER))
 
 data: ## convert/validate/scrub/dedup: make data IN=x.json TO=messages OUT=y.jsonl [FROM=fmt] [DATA_ARGS=...]
 	@test -n "$(IN)" -a -n "$(TO)" -a -n "$(OUT)" || { echo 'usage: make data IN=<file> TO=<alpaca|sharegpt|messages|completion|preference> OUT=<file.jsonl> [FROM=<format>]'; exit 2; }

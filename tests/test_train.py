@@ -1,13 +1,12 @@
 """Full, LoRA and QLoRA each train through the real Axolotl on a tiny random Llama.
 
-One run per method (module-scoped), shared by the checks below: each engine process costs
-~30 s of start-up here whatever the model size.
+One run per method (the session-scoped `runs` fixture in conftest, shared with test_export),
+each engine process costs ~30 s of start-up here whatever the model size.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -15,44 +14,11 @@ import pytest
 import torch
 import yaml
 
-from conftest import write_tiny_recipe
+from conftest import METHODS, STEPS, _recipe_of, write_tiny_recipe  # noqa: F401 (runs: conftest)
 from tunebook.errors import TunebookError
 from tunebook.recipe import load_recipe
 from tunebook.runs import MARKER, RunDir, dir_size
 from tunebook.train import train
-
-STEPS = 6
-METHODS = {  # learning rates high enough that 6 steps visibly lower the loss on 8 rows
-    "full": {"learning_rate": 1e-3},
-    "lora": {"learning_rate": 1e-2},
-    "qlora": {"learning_rate": 1e-2},  # the recipe's engine: Unsloth
-    "qlora-axolotl": {"learning_rate": 1e-2},
-}
-
-
-def _recipe_of(method: str) -> tuple[Path, str | None]:
-    name, _, engine = method.partition("-")
-    return Path(f"recipes/smollm2/{name}.yaml"), engine or None
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, tiny_llama, memorise_data) -> dict[str, RunDir]:
-    out = {}
-    for method, overrides in METHODS.items():
-        work = tmp_path_factory.mktemp(f"train-{method}")
-        src, engine = _recipe_of(method)
-        recipe = write_tiny_recipe(src, work / "recipe.yaml", tiny_llama, memorise_data, max_steps=STEPS, **overrides)
-        # the LoRA run also logs to MLflow (TRACKER=mlflow, a SQLite store of its own): test_trackers reads it back
-        tracked = {"TRACKER": "mlflow", "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"} if method == "lora" else {}
-        saved = {k: os.environ.get(k) for k in tracked}
-        os.environ.update(tracked)
-        try:
-            out[method] = train(recipe, engine=engine, runs_root=work / "runs", echo=False)
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-    return out
-
 
 REQUIRED = [
     "status", "run_id", "recipe.name", "recipe.version", "recipe.content_hash", "engine", "git_commit",
@@ -356,7 +322,7 @@ def test_learning_curve_verdict_reads_the_second_half_against_the_stderr():
 
 
 def test_an_engine_override_is_recorded_as_an_override(tiny_llama, memorise_data, tmp_path):
-    from conftest import write_tiny_recipe
+    from conftest import METHODS, STEPS, _recipe_of, write_tiny_recipe  # noqa: F401 (runs: conftest)
     from tunebook.train import train
 
     recipe = write_tiny_recipe(Path("recipes/smollm2/qlora.yaml"), tmp_path / "q.yaml", tiny_llama, memorise_data,
@@ -387,7 +353,7 @@ def test_an_eval_is_reused_only_for_the_same_question(runs, tmp_path, monkeypatc
 def test_a_non_finite_loss_stops_the_run_and_fails_it(tiny_llama, memorise_data, tmp_path):
     """An exploding run must not end as 'finished' with loss NaN: the watchdog stops at the
     first non-finite loss and the run is failed, with the step."""
-    from conftest import write_tiny_recipe
+    from conftest import METHODS, STEPS, _recipe_of, write_tiny_recipe  # noqa: F401 (runs: conftest)
 
     recipe = write_tiny_recipe(Path("recipes/smollm2/lora.yaml"), tmp_path / "r.yaml", tiny_llama, memorise_data,
                                max_steps=6, learning_rate=1e30, max_grad_norm=0.0, bf16=False)
@@ -415,7 +381,7 @@ def test_sigterm_stops_the_engine_and_marks_the_run_interrupted(tiny_llama, memo
     import sys
     import time
 
-    from conftest import write_tiny_recipe
+    from conftest import METHODS, STEPS, _recipe_of, write_tiny_recipe  # noqa: F401 (runs: conftest)
 
     recipe = write_tiny_recipe(Path("recipes/smollm2/lora.yaml"), tmp_path / "r.yaml", tiny_llama, memorise_data,
                                max_steps=100000)

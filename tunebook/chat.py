@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from tunebook.loading import load_run
@@ -41,3 +42,22 @@ def interactive(chat: Chat) -> None:
         answer = chat.reply(history)
         history.append({"role": "assistant", "content": answer})
         print(f"model> {answer}")
+
+
+class ServerChat:
+    """The same conversation through an OpenAI-compatible server (`make serve`, or any other),
+    with the official `openai` client: what a user's own application would do."""
+
+    def __init__(self, url: str, model: str | None = None, system: str | None = None, max_new_tokens: int = 128):
+        from openai import OpenAI
+
+        self.client = OpenAI(base_url=url, api_key=os.environ.get("OPENAI_API_KEY") or "not-needed")
+        self.model = model or self.client.models.list().data[0].id
+        self.system, self.max_new_tokens = system, max_new_tokens
+        self.description = f"{self.model} at {url}"
+
+    def reply(self, history: list[dict]) -> str:
+        messages = ([{"role": "system", "content": self.system}] if self.system else []) + history
+        out = self.client.chat.completions.create(model=self.model, messages=messages, temperature=0,
+                                                  max_tokens=self.max_new_tokens)
+        return (out.choices[0].message.content or "").strip()

@@ -183,6 +183,25 @@ def _cmd_merge(a) -> int:
     return 0
 
 
+def _cmd_export(a) -> int:
+    from tunebook.export import export_run, render
+
+    run = _run_for(a.recipe, a.run)
+    print(render(export_run(run, [q for q in a.quant.split(",") if q])))
+    return 0
+
+
+def _cmd_serve(a) -> int:
+    from tunebook.export import latest_gguf, _previous, export_dir
+    from tunebook.serve import serve
+
+    run = _run_for(a.recipe, a.run)
+    gguf = latest_gguf(run, a.quant or None)
+    rec = _previous(export_dir(run))
+    serve(gguf, rec.recipe.name if rec else run.path.parent.name, a.port, rec.system_prompt if rec else None)
+    return 0
+
+
 def _cmd_tensorboard(a) -> int:
     """TensorBoard over runs/ (or one recipe's runs): curves appear while a run is training."""
     from tunebook.recipe import load_recipe
@@ -206,13 +225,16 @@ def _cmd_mlflow_ui(a) -> int:
 
 
 def _cmd_chat(a) -> int:
-    from tunebook.chat import Chat, interactive
+    from tunebook.chat import Chat, ServerChat, interactive
 
-    run = _run_for(a.recipe, a.run)
-    chat = Chat(run, system=a.system or None, max_new_tokens=a.max_new_tokens)
-    from tunebook.loading import POLICY
+    if a.server:  # a running `make serve` (or any OpenAI-compatible server)
+        chat = ServerChat(a.server, system=a.system or None, max_new_tokens=a.max_new_tokens)
+        print(f"model: {chat.description}", file=sys.stderr)
+    else:
+        from tunebook.loading import POLICY
 
-    print(f"model: {chat.description}\npolicy: {POLICY}", file=sys.stderr)
+        chat = Chat(_run_for(a.recipe, a.run), system=a.system or None, max_new_tokens=a.max_new_tokens)
+        print(f"model: {chat.description}\npolicy: {POLICY}", file=sys.stderr)
     if a.prompt:
         print(chat.reply([{"role": "user", "content": a.prompt}]))
     else:
@@ -221,10 +243,13 @@ def _cmd_chat(a) -> int:
 
 
 def _cmd_eval(a) -> int:
-    from tunebook.evaluate import ensure_eval, render
+    from tunebook.evaluate import ensure_eval, evaluate_export, render, render_export
 
     run = _run_for(a.recipe, a.run)
     tasks = [t for t in a.tasks.split(",") if t] or None
+    if a.export:
+        print(render_export(evaluate_export(run, None if a.export == "latest" else a.export, tasks, a.limit), run))
+        return 0
     print(render(ensure_eval(run, tasks, a.limit, nproc=a.nproc or int(os.environ.get("NPROC") or 1))))
     return 0
 
@@ -368,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="first N documents of each task")
     p.add_argument("--nproc", type=int, default=None,
                    help="score in N processes under torchrun, each its share of the documents (lm-eval's data parallel)")
+    p.add_argument("--export", default=None, help="score the exported GGUF of this quantization (make export) instead")
     p.set_defaults(fn=_cmd_eval)
 
     p = sub.add_parser("compare", help="base vs full vs LoRA vs QLoRA report (trains/evaluates what is missing)")
@@ -405,12 +431,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default=str(PATHS.bench_runs), help="where the bench's run directories go")
     p.set_defaults(fn=_cmd_bench)
 
+    p = sub.add_parser("export", help="GGUF (f16 + QUANT) with llama.cpp's tools, parity-checked, + Modelfile and model card")
+    p.add_argument("recipe")
+    p.add_argument("--run", default=None)
+    p.add_argument("--quant", default="q4_k_m", help="comma-separated: f16, q8_0, q6_k, q5_k_m, q4_k_m, q4_0")
+    p.set_defaults(fn=_cmd_export)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible server (llama-cpp-python) on the run's exported GGUF")
+    p.add_argument("recipe")
+    p.add_argument("--run", default=None)
+    p.add_argument("--quant", default=None, help="which export (default: the Modelfile's)")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(fn=_cmd_serve)
+
     p = sub.add_parser("chat", help="generate with a trained run (one-shot with --prompt, else interactive)")
     p.add_argument("recipe")
     p.add_argument("--run", default=None)
     p.add_argument("--prompt", default="")
     p.add_argument("--system", default="")
     p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--server", default="", help="an OpenAI-compatible base URL (make serve prints it) instead of the run")
     p.set_defaults(fn=_cmd_chat)
 
     from tunebook.data.cli import register as register_data

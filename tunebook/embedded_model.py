@@ -35,10 +35,38 @@ def is_converted(out_dir: Path = DEFAULT_DIR) -> bool:
     return (out_dir / "model.safetensors").is_file() and (out_dir / "tokenizer.json").is_file()
 
 
+# SmolLM2's own tokenizer.json (the hub's): byte-level BPE, digits split one by one. The GGUF
+# reader in transformers rebuilds it with a SentencePiece-style decoder and byte_fallback,
+# which tokenizes the same text the same way but makes llama.cpp's converter take it for a
+# Llama SentencePiece vocab (a GGUF whose tokenizer then aborts llama.cpp). Restored here.
+BYTE_LEVEL = {"add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+SMOLLM2_TOKENIZER = {
+    "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True},
+                                                             {"type": "ByteLevel", **BYTE_LEVEL}]},
+    "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+}
+
+
+def restore_tokenizer(folder: Path) -> bool:
+    """Give a converted folder SmolLM2's byte-level tokenizer.json back; True if it changed."""
+    import json
+
+    from tunebook.atomic import atomic_write_json
+
+    path = Path(folder) / "tokenizer.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    want = {**data, **SMOLLM2_TOKENIZER, "model": {**data["model"], "byte_fallback": False}}
+    if want == data:
+        return False
+    atomic_write_json(path, want)
+    return True
+
+
 def convert(out_dir: Path = DEFAULT_DIR, force: bool = False) -> Path:
     """Dequantize the GGUF and save an HF folder atomically (temp dir, then rename)."""
     out_dir = Path(out_dir)
     if is_converted(out_dir) and not force:
+        restore_tokenizer(out_dir)  # folders converted before the fix get it too
         return out_dir
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -60,4 +88,10 @@ def convert(out_dir: Path = DEFAULT_DIR, force: bool = False) -> Path:
     tokenizer.eos_token = "<|im_end|>"
     tokenizer.pad_token = "<|im_end|>"
     tokenizer.model_max_length = model.config.max_position_embeddings
-    return atomic_save_pretrained(out_dir, model, tokenizer)
+
+    class _Restore:  # inside the atomic folder, before it is renamed into place
+        @staticmethod
+        def save_pretrained(tmp):
+            restore_tokenizer(tmp)
+
+    return atomic_save_pretrained(out_dir, model, tokenizer, _Restore)

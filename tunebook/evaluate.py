@@ -324,3 +324,52 @@ def render(record: EvalRecord) -> str:
         lines.append(f"written to {record.run}/eval.json ({record.seconds} s; base "
                      f"{'from cache' if record.base.cached else 'evaluated'})")
     return "\n".join(lines)
+
+
+def evaluate_export(run: RunDir, quant: str | None, tasks: list[str] | None = None, limit: int | None = None) -> EvalRecord:
+    """`make eval EXPORT=q4_k_m`: the same tasks on the exported GGUF (llama.cpp, tunebook.gguf_lm),
+    written to export/eval-<quant>.json beside the file, so the report can show what export cost."""
+    from importlib import metadata
+
+    from tunebook import progress
+    from tunebook.export import export_dir, latest_gguf
+    from tunebook.gguf_lm import GGUFLM
+    from tunebook.loading import tokenizer
+
+    cfg = run_config(run)
+    tasks = _run_tasks(cfg, tasks)
+    gguf = latest_gguf(run, quant)
+    source = run.path / "merged" if (run.output / "adapter_config.json").exists() else run.output
+    tok = tokenizer(source, cfg)
+    progress.note(f"lm-eval: {gguf} (llama.cpp) on {', '.join(tasks)}" + (f" (first {limit} documents)" if limit else ""))
+    t0 = time.time()
+    results = run_lm_eval(None, tok, tasks, limit, lm=GGUFLM(gguf, tok))
+    base = evaluate_base(cfg, tasks, limit)
+    record = EvalRecord(
+        schema_version=records.SCHEMA_VERSION, run=str(run.path), recipe=run.read_record().recipe,
+        evaluated=f"GGUF {gguf} (llama.cpp via llama-cpp-python {metadata.version('llama_cpp_python')}, "
+                  f"token ids from {source}'s tokenizer)",
+        policy="the exported file as served", tasks=tasks, limit=limit, precision="gguf",
+        task_versions=task_versions(tasks), key=eval_key([gguf], tasks, limit, chat_template_text(cfg)),
+        results=results, base=BaseScores(model=str(cfg["base_model"]), results=base["results"], cached=base["cached"]),
+        seconds=round(time.time() - t0, 1))
+    name = gguf.name[: -len(".gguf")].rsplit("-", 1)[-1]
+    atomic_write_json(export_dir(run) / f"eval-{name}.json", records.dump(record))
+    return record
+
+
+def render_export(record: EvalRecord, run: RunDir) -> str:
+    """The GGUF's scores against the base, and against the HF run where eval.json asked the same."""
+    lines = [render(record).replace(f"written to {record.run}/eval.json", f"written to {record.run}/export/")]
+    path = run.path / "eval.json"
+    if path.exists():
+        hf = records.load(path, EvalRecord)
+        if hf.tasks == record.tasks and hf.limit == record.limit:
+            lines.append(f"{'task':<12}{'metric':<18}{'HF run':>10}{'GGUF':>10}{'export':>10}")
+            for task, res in record.results.items():
+                metric = main_metric(task)
+                a, b = hf.score(task, metric), res.get(metric)
+                if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+                    lines.append(f"{task:<12}{metric.split(',')[0]:<18}{a:>10.3f}{b:>10.3f}{b - a:>+10.3f}")
+            lines.append(f"HF run: {hf.evaluated} ({hf.precision})")
+    return "\n".join(lines)

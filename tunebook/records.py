@@ -148,6 +148,49 @@ class EvalRecord(_Record):
         return self.results.get(task, {}).get(metric)
 
 
+class Answer(_Record):
+    question: str
+    hf: str
+    gguf: str
+    same: bool
+
+
+class QuantParity(_Record):
+    """One GGUF file against the HF model it was made from, on the same token ids."""
+
+    file: str
+    bytes: int
+    perplexity_hf: float
+    perplexity_gguf: float
+    perplexity_rel_diff: float  # (gguf - hf) / hf
+    bound: float  # the largest rel. diff this quantization may have (export.PPL_BOUNDS)
+    passed: bool
+    answers_same: int
+    answers: list[Answer] = Field(default_factory=list)
+    tokenizer_agrees: int  # rendered chats the GGUF's own tokenizer splits exactly as HF does
+    tokenizer_checked: int
+    seconds: float | None = None
+
+
+class ExportRecord(_Record):
+    """`export/export.json`: what was exported from which weights, and the proof it runs the same."""
+
+    schema_version: int = 1
+    run: str
+    recipe: RecipeRef
+    source: str  # the HF folder converted (a run's merged/ or a full run's output/)
+    llama_cpp_python: str
+    converter: str
+    perplexity_data: str
+    perplexity_rows: int
+    perplexity_tokens: int
+    questions_data: str
+    quants: dict[str, QuantParity] = Field(default_factory=dict)
+    modelfile_template: str | None = None
+    system_prompt: str | None = None
+    files: list[str] = Field(default_factory=list)
+
+
 def load(path: Path, kind: type[_Record]):
     return kind.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
 
