@@ -131,22 +131,6 @@ def test_model_card_front_matter_and_body(exported):
         assert needle in card, needle
 
 
-def test_parity_failure_fails_the_export_and_keeps_the_numbers(exported, monkeypatch):
-    run, _ = exported
-    monkeypatch.setitem(ex.PPL_BOUNDS, "q8_0", 0.0)  # q8_0 is never bit-identical to fp32
-    with pytest.raises(TunebookError) as err:
-        ex.export_run(run, ["q8_0"], ppl_rows=8, questions=1)
-    assert err.value.exit_code == 1 and "q8_0" in str(err.value) and "perplexity" in str(err.value)
-    out = run.path / "export"
-    saved = json.loads((out / "export.json").read_text())
-    assert saved["quants"]["q8_0"]["passed"] is False and saved["quants"]["f16"]["passed"] is True
-    assert (out / saved["quants"]["q8_0"]["file"]).with_suffix(".failed.gguf").is_file()
-    with pytest.raises(TunebookError, match="failed its parity check"):
-        ex.latest_gguf(run, "q8_0")
-    monkeypatch.undo()
-    ex.export_run(run, ["q8_0"], ppl_rows=ROWS, questions=QUESTIONS)  # as before, for the tests after this one
-
-
 def test_bad_quant_and_missing_tools_are_clear(monkeypatch, runs):
     from tunebook import llama_cpp_tools as tools
 
@@ -194,3 +178,21 @@ def test_eval_of_the_export_runs_the_same_tasks(exported):
     assert 0 <= rec.results["nba_mc"][main_metric("nba_mc")] <= 1
     assert rec.results["nba_ppl"][main_metric("nba_ppl")] > 1
     assert "nba_mc" in render_export(rec, run)
+
+
+def test_parity_failure_fails_the_export_and_keeps_the_numbers(exported, monkeypatch):
+    """Last in this file: it leaves q8_0 failed. A second export keeps the current f16 file."""
+    run, _ = exported
+    f16 = run.path / "export" / "smollm2-lora-f16.gguf"
+    made = f16.stat().st_mtime_ns
+    monkeypatch.setitem(ex.PPL_BOUNDS, "q8_0", 0.0)  # q8_0 is never bit-identical to fp32
+    with pytest.raises(TunebookError) as err:
+        ex.export_run(run, ["q8_0"], ppl_rows=8, questions=1)
+    assert err.value.exit_code == 1 and "q8_0" in str(err.value) and "perplexity" in str(err.value)
+    out = run.path / "export"
+    saved = json.loads((out / "export.json").read_text())
+    assert saved["quants"]["q8_0"]["passed"] is False and saved["quants"]["f16"]["passed"] is True
+    assert (out / saved["quants"]["q8_0"]["file"]).with_suffix(".failed.gguf").is_file()
+    assert f16.stat().st_mtime_ns == made, "the f16 file of the same merged model was converted again"
+    with pytest.raises(TunebookError, match="failed its parity check"):
+        ex.latest_gguf(run, "q8_0")

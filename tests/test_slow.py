@@ -41,3 +41,27 @@ def test_axolotl_cli_runs_the_recipe_file_unchanged(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_export_q4_and_serve_an_nba_answer():
+    """The issue's acceptance path on the real model: the latest smollm2-lora run (the test
+    above trains one) exported to q4_k_m, served, and asked an NBA question with curl's
+    equivalent (plain HTTP, no client library)."""
+    import urllib.request
+
+    from tunebook import export as ex
+    from tunebook.runs import find_run
+    from tunebook.serve import Server
+
+    run = find_run("smollm2-lora")
+    record = ex.export_run(run, ["q4_k_m"])
+    assert record.quants["f16"].passed and record.quants["q4_k_m"].passed
+    assert record.quants["f16"].answers_same >= 18, [a for a in record.quants["f16"].answers if not a.same]
+    q = json.loads(Path("data/nba/test.jsonl").read_text().splitlines()[0])
+    with Server(ex.latest_gguf(run), "smollm2-lora") as server:
+        req = urllib.request.Request(f"{server.url}/chat/completions", method="POST",
+                                     headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"messages": q["messages"][:-1], "temperature": 0,
+                                                      "max_tokens": 48}).encode())
+        answer = json.loads(urllib.request.urlopen(req, timeout=120).read())["choices"][0]["message"]["content"]
+    assert answer.strip(), "an empty answer"
