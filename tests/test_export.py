@@ -180,6 +180,28 @@ def test_eval_of_the_export_runs_the_same_tasks(exported):
     assert "nba_mc" in render_export(rec, run)
 
 
+def test_gguf_lm_scores_as_hflm_does(exported, monkeypatch):
+    """tunebook.gguf_lm against lm-eval's own HFLM, both in full precision (f16 GGUF vs fp32
+    merged model), same tasks and documents: the class adds no error of its own."""
+    from transformers import AutoModelForCausalLM
+
+    from tunebook import evaluate
+    from tunebook.gguf_lm import GGUFLM
+    from tunebook.loading import tokenizer
+
+    run, record = exported
+    monkeypatch.setattr(evaluate, "eval_precision", lambda: "float32")
+    cfg = yaml.safe_load((run.path / "config.yaml").read_text())
+    tok = tokenizer(run.path / "merged", cfg)
+    tasks = ["nba_mc", "nba_ppl"]
+    hf = evaluate.run_lm_eval(AutoModelForCausalLM.from_pretrained(run.path / "merged").eval(), tok, tasks, limit=8)
+    gguf = evaluate.run_lm_eval(None, tok, tasks, limit=8,
+                                lm=GGUFLM(run.path / "export" / record.quants["f16"].file, tok))
+    assert gguf["nba_mc"]["acc,none"] == hf["nba_mc"]["acc,none"]
+    for metric in ("word_perplexity,none", "byte_perplexity,none"):
+        assert gguf["nba_ppl"][metric] == pytest.approx(hf["nba_ppl"][metric], rel=0.01), metric
+
+
 def test_parity_failure_fails_the_export_and_keeps_the_numbers(exported, monkeypatch):
     """Last in this file: it leaves q8_0 failed. A second export keeps the current f16 file."""
     run, _ = exported
@@ -196,3 +218,4 @@ def test_parity_failure_fails_the_export_and_keeps_the_numbers(exported, monkeyp
     assert f16.stat().st_mtime_ns == made, "the f16 file of the same merged model was converted again"
     with pytest.raises(TunebookError, match="failed its parity check"):
         ex.latest_gguf(run, "q8_0")
+    assert ex.latest_gguf(run).name == saved["quants"]["f16"]["file"], "the Modelfile names a file that passed"

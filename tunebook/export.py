@@ -166,7 +166,8 @@ def export_run(run: RunDir, quants: list[str], val: Path | None = None, test: Pa
         progress.note(f"{q}: perplexity {results[q].perplexity_gguf:.4f} vs HF {ref.perplexity:.4f} "
                       f"({results[q].perplexity_rel_diff:+.2%}), {results[q].answers_same}/{len(ref.answers)} answers identical")
 
-    target = quants[-1]
+    failed = [q for q in quants if not results[q].passed]
+    target = [q for q in quants if q not in failed][-1] if len(failed) < len(quants) else quants[-1]
     system = modelfile.training_system_prompt(_first_dataset(cfg))
     mf = modelfile.build(files[target].name, ref.tok, system)
     atomic_write_text(out / "Modelfile", mf.text)
@@ -175,7 +176,6 @@ def export_run(run: RunDir, quants: list[str], val: Path | None = None, test: Pa
         converter=str(tooling.converter), perplexity_data=str(val), perplexity_rows=len(ref.ids),
         perplexity_tokens=ref.tokens, questions_data=str(test), quants=results,
         modelfile_template=mf.template, system_prompt=mf.system)
-    failed = [q for q, r in results.items() if q in quants and not r.passed]
     for q in failed:
         files[q].rename(files[q].with_suffix(".failed.gguf"))
     export.files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
@@ -224,7 +224,9 @@ def latest_gguf(run: RunDir, quant: str | None = None) -> Path:
     if quant is None:
         text = (out / "Modelfile").read_text(encoding="utf-8")
         name = next(line.split("./", 1)[1] for line in text.splitlines() if line.startswith("FROM "))
-        return out / name
+        quant = next((q for q, r in rec.quants.items() if r.file == name), "")
+        if not quant:
+            raise TunebookError([Problem(str(out / "Modelfile"), "FROM", f"{name} is not in export.json")])
     quant = tools.check_quant(quant)
     res = rec.quants.get(quant)
     if res is None or not res.passed or not (out / res.file).is_file():
