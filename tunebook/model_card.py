@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from tunebook.paths import PATHS
 from tunebook.records import EvalRecord, ExportRecord, load
 from tunebook.runs import RunDir
 
@@ -45,7 +46,7 @@ def _scores(run: RunDir) -> list[str]:
     rec = load(path, EvalRecord)
     rows = ["| task | metric | this model | base | change |", "|---|---|---:|---:|---:|"]
     for task, res in rec.results.items():
-        metric = main_metric(task) if (Path("eval/tasks") / f"{task}.yaml").exists() else next(iter(res))
+        metric = main_metric(task) if (PATHS.tasks / f"{task}.yaml").exists() else next(iter(res))
         got, base = res.get(metric), rec.base.results.get(task, {}).get(metric)
         if isinstance(got, (int, float)) and isinstance(base, (int, float)):
             rows.append(f"| {task} | {metric.split(',')[0]} | {got:.3f} | {base:.3f} | {got - base:+.3f} |")
