@@ -24,6 +24,8 @@ def main(config_path: str, metrics_path: str, resume_from: str | None = None) ->
     from axolotl.cli.config import load_cfg
     from axolotl.common.datasets import load_datasets, load_preference_datasets
     from axolotl.train import train
+
+    worker.freeze_imports()
     cfg = load_cfg(config_path)
     import torch
 
@@ -76,4 +78,6 @@ def main(config_path: str, metrics_path: str, resume_from: str | None = None) ->
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:4]))
+    from tunebook.engines.worker import exit_now
+
+    exit_now(main(*sys.argv[1:4]))

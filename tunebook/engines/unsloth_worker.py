@@ -32,6 +32,8 @@ def main(config_path: str, metrics_path: str, resume_from: str | None = None) ->
     )
     from tunebook.loading import chat_template_text
 
+    worker.freeze_imports()
+
     mk = model_kwargs(cfg)
     mk["dtype"] = getattr(torch, mk["dtype"]) if mk["dtype"] else None
     model, tokenizer = FastLanguageModel.from_pretrained(**mk)
@@ -84,4 +86,6 @@ def main(config_path: str, metrics_path: str, resume_from: str | None = None) ->
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:4]))
+    from tunebook.engines.worker import exit_now
+
+    exit_now(main(*sys.argv[1:4]))

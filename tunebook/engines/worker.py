@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,30 @@ def begin() -> None:
         torch.set_num_threads(threads)
     join_cpu_processes()
     timing.install()
+
+
+def freeze_imports() -> None:
+    """Move what the imports built (torch, transformers, the engine: a few million objects) out
+    of the garbage collector's sight. Axolotl calls gc.collect() after loading the model and at
+    every checkpoint, and each full collection walked them all: 0.33 s a call, 2 s of a 2-step
+    run here. Objects made later (model, data, optimizer) are collected as before."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
+def exit_now(rc: int) -> None:
+    """Leave without the interpreter's teardown. With torch, transformers and the trained
+    model loaded, finalising modules took 1.8 s of every run here (measured: atexit handlers
+    0.02 s, the rest in C with no Python frame), and tests launch dozens of runs. Everything
+    the parent reads is written and closed by then; atexit handlers (logging, tqdm) still run."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(rc)
 
 
 def world_size() -> int:
