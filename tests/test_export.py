@@ -162,6 +162,8 @@ def test_server_speaks_openai(exported):
         with pytest.raises(openai.APIStatusError) as bad:
             client.chat.completions.create(model="tiny-lora", messages=[{"role": "wizard", "content": 1}])
         assert 400 <= bad.value.status_code < 500 and "role" in str(bad.value.body).lower()
+        unnamed = client.post("/chat/completions", body={"messages": msgs, "max_tokens": 2}, cast_to=object)
+        assert unnamed["model"] == "tiny-lora", "a request without a model gets the served name, not the GGUF's path"
     assert server.proc.returncode is not None, "the server process was stopped"
     with pytest.raises(OSError):
         import urllib.request

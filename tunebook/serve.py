@@ -9,6 +9,8 @@ One fix is applied to the server (`python -m tunebook.serve` runs llama-cpp-pyth
 after it): its error handler turns every exception into a 500, a malformed request included,
 so an OpenAI client sees "internal server error" for its own mistake. Request validation
 errors become 400 `invalid_request_error` naming the fields, as OpenAI's API answers.
+And a request that names no model is answered with the served name, not the GGUF's path on
+this machine (llama-cpp-python echoes `model_path` then: a local path in every response).
 """
 
 from __future__ import annotations
@@ -117,8 +119,23 @@ def _validation_errors_are_400() -> None:
     errors.RouteErrorHandler.error_message_wrapper = wrapper
 
 
+def _unnamed_requests_answer_with_the_served_name() -> None:
+    from llama_cpp.server import app
+
+    original = app.prepare_request_resources
+
+    def prepare(body, llama_proxy, body_model, kwargs):
+        llama = original(body, llama_proxy, body_model, kwargs)
+        if kwargs.get("model") is None and llama_proxy is not None:
+            kwargs["model"] = body_model or next(iter(llama_proxy))
+        return llama
+
+    app.prepare_request_resources = prepare
+
+
 if __name__ == "__main__":
     _validation_errors_are_400()
+    _unnamed_requests_answer_with_the_served_name()
     from llama_cpp.server.__main__ import main
 
     main()
