@@ -276,7 +276,7 @@ def _finished(run: RunDir, record: RunRecord, config: dict, machine: Machine, me
         params={"trainable": metrics.get("trainable_params"), "total": metrics.get("total_params"),
                 "linear4bit_modules": metrics.get("linear4bit_modules")},
         timing={**(metrics.get("timing") or {}), "time_to_first_step_s": metrics.get("time_to_first_step_s"),
-                "threads": metrics.get("threads")},
+                "threads": metrics.get("threads"), "malloc_trim": metrics.get("malloc_trim")},
         loss_curve=curve,
         last_log=next((e for e in reversed(metrics.get("log_history", [])) if "loss" in e), {}),
         final_loss=curve[-1]["loss"] if curve else None,

@@ -14,6 +14,7 @@ FIRST_STEP: dict[str, float] = {}
 TOKENS = {"real": 0, "slots": 0}
 STEPS = {"n": 0}
 WATCH: dict = {}
+TRIM: dict = {}  # the memory trimmer (engines/memory.py), for the metrics
 NONFINITE: dict = {}  # the first optimizer step whose loss was NaN or inf, and the value
 
 
@@ -54,7 +55,10 @@ def install() -> None:
     original = transformers.Trainer.training_step
     if getattr(original, "_tunebook_timed", False):
         return
+    from tunebook.engines.memory import Trimmer
+
     profiler = _StepProfiler(os.environ[PROFILE_ENV]) if os.environ.get(PROFILE_ENV) else None
+    TRIM["trimmer"] = Trimmer()
     cores = int(os.environ.get("OMP_NUM_THREADS") or 0)
     if cores >= 2 and os.environ.get("TUNEBOOK_ADAPTIVE_THREADS", "1") != "0":
         from tunebook.engines.threads import Watcher
@@ -74,6 +78,7 @@ def install() -> None:
             profiler.after()
         FIRST_STEP.setdefault("at", time.time())
         STEPS["n"] += 1
+        TRIM["trimmer"].after_step(STEPS["n"])
         _watchdog(self, out)
         if "watcher" in WATCH:
             WATCH["watcher"].step(STEPS["n"])

@@ -100,6 +100,7 @@ def common_metrics(t0: float, args, model) -> dict[str, Any]:
         "trainable_params": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
         "total_params": int(sum(p.numel() for p in model.parameters())),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "malloc_trim": timing.TRIM["trimmer"].summary() if "trimmer" in timing.TRIM else None,
         "distributed": distributed(),
     }
 
