@@ -38,6 +38,9 @@ def test_step_lines_are_timed_and_peak_rss_is_the_largest_process(tmp_path):
 
 BAR_CHILD = """
 import sys, time
+for i in (5, 272):  # transformers' weight loading draws a bar before training starts
+    sys.stdout.write("\\rLoading weights: 100%%|####| %d/272 [00:01<00:00, 140.2it/s]" % i)
+print()
 for i in range(4):
     time.sleep(0.2)
     sys.stdout.write("\\r 40%%|####      | %d/3 [00:01<00:02, 1.0it/s, loss 2.1 · tok/s 300]" % min(i, 3))
@@ -49,8 +52,12 @@ print()
 def test_a_contender_that_shows_a_progress_bar_is_timed_by_its_steps(tmp_path):
     """tunebook's engines print a bar with loss and tok/s, not a dict per step: each new step
     count is one stamp (0/3 is not a step; a redraw of the same count is not another)."""
-    rc, stamps, _rss, _wall = be._run([sys.executable, "-c", BAR_CHILD], {}, tmp_path / "log", neighbour=False)
+    rc, stamps, _rss, _wall = be._run([sys.executable, "-c", BAR_CHILD], {}, tmp_path / "log", neighbour=False,
+                                      steps=3)
     assert rc == 0 and len(stamps) == 3 and stamps == sorted(stamps)
+    # without the step count, the last bar to start is the training's
+    rc, stamps, _rss, _wall = be._run([sys.executable, "-c", BAR_CHILD], {}, tmp_path / "log", neighbour=False)
+    assert rc == 0 and len(stamps) == 3
 
 
 def test_busy_neighbour_runs_during_the_contender_and_is_stopped(tmp_path):

@@ -37,7 +37,7 @@ from tunebook.records import RunRecord
 from tunebook.runs import atomic_write_json, atomic_write_text
 
 STEP_LINE = re.compile(r"\{'loss': ")  # a logged step, as transformers prints it (plain axolotl, floor)
-BAR_STEP = re.compile(r"\|\s*(\d+)/\d+ \[")  # tqdm's "| 5/20 [": tunebook shows the bar, not the dicts
+BAR_STEP = re.compile(r"\|\s*(\d+)/(\d+) \[")  # tqdm's "| 5/20 [": tunebook shows the bar, not the dicts
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1",
            "AXOLOTL_DO_NOT_TRACK": "1"}
 
@@ -90,8 +90,13 @@ def _watch(proc: subprocess.Popen, peak: list[float], stop: threading.Event) -> 
         stop.wait(0.2)
 
 
-def _run(cmd: list[str], env: dict, log: Path, neighbour: bool) -> tuple[int, list[float], float, float]:
-    """(returncode, times of the step lines since launch, peak RSS MiB of the largest process, wall)."""
+def _run(cmd: list[str], env: dict, log: Path, neighbour: bool, steps: int | None = None,
+         ) -> tuple[int, list[float], float, float]:
+    """(returncode, times of the step lines since launch, peak RSS MiB of the largest process, wall).
+
+    A contender timed by its progress bar shows other bars first (transformers' "Loading
+    weights 272/272", dataset maps): only the bar whose total is the run's `steps` is its
+    training; without `steps`, the last bar to start counts."""
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if neighbour else None
     t0 = time.perf_counter()
     stamps: list[float] = []
@@ -101,7 +106,7 @@ def _run(cmd: list[str], env: dict, log: Path, neighbour: bool) -> tuple[int, li
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
             watcher = threading.Thread(target=_watch, args=(proc, peak, stop), daemon=True)
             watcher.start()
-            buf, bar_stamps, last_bar = b"", [], 0
+            buf, bar_stamps, last_bar, bar_total = b"", [], 0, -1
             assert proc.stdout is not None
             while chunk := proc.stdout.read1(65536):
                 now = time.perf_counter() - t0
@@ -111,9 +116,12 @@ def _run(cmd: list[str], env: dict, log: Path, neighbour: bool) -> tuple[int, li
                 for line in (raw.decode("utf-8", "replace") for raw in lines):
                     if STEP_LINE.search(line):
                         stamps.append(now)
-                    elif (m := BAR_STEP.search(line)) and int(m.group(1)) > last_bar:
-                        last_bar = int(m.group(1))
-                        bar_stamps.append(now)
+                    elif (m := BAR_STEP.search(line)) and (steps is None or int(m.group(2)) == steps):
+                        if int(m.group(2)) != bar_total:  # another bar: start over
+                            bar_total, last_bar, bar_stamps = int(m.group(2)), 0, []
+                        if int(m.group(1)) > last_bar:
+                            last_bar = int(m.group(1))
+                            bar_stamps.append(now)
             rc = proc.wait()
             stamps = stamps or bar_stamps  # a contender that prints no step dicts is timed by its bar
             stop.set()
@@ -191,7 +199,7 @@ def run(recipe: Path, qlora: Path, steps: int, out_dir: Path, echo=print) -> dic
             env = {**os.environ, **OFFLINE, "PYTHONUNBUFFERED": "1", "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
             log = out_dir / "logs" / (re.sub(r"\W+", "-", c.name).strip("-") + ".log")
             log.parent.mkdir(parents=True, exist_ok=True)
-            rc, stamps, rss, wall = _run(c.cmd, env, log, c.neighbour)
+            rc, stamps, rss, wall = _run(c.cmd, env, log, c.neighbour, steps)
             r = Result(c.name, c.shapes, ok=rc == 0 and len(stamps) >= 2, steps=len(stamps), log=str(log),
                        peak_rss_mib=round(rss, 1))
             if stamps:
