@@ -47,7 +47,7 @@ def test_run_directory_is_complete(runs, method):
     assert record["recipe"]["method"] == src.stem and record["engine"] == (engine or load_recipe(src).meta.engine)
     assert len(record["loss_curve"]) == STEPS and record["steps"] == STEPS
     assert record["tokens"]["total"] >= record["tokens"]["trainable"] > 0
-    assert record["timing"]["malloc_trim"]["enabled"] is True  # engines/memory.py, both engines
+    assert record["timing"]["malloc_trim"]["enabled"] is True  # engines/heap_trim.py, both engines
     launched = yaml.safe_load((run.path / "config.yaml").read_text())
     assert launched["output_dir"] == str(run.output)
     assert launched["max_steps"] == STEPS

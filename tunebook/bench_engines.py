@@ -90,13 +90,13 @@ def _watch(proc: subprocess.Popen, peak: list[float], stop: threading.Event) -> 
         stop.wait(0.2)
 
 
-def _run(cmd: list[str], env: dict, log: Path, neighbour: bool, steps: int | None = None,
+def _run(cmd: list[str], env: dict, log: Path, neighbour: bool, steps: int,
          ) -> tuple[int, list[float], float, float]:
     """(returncode, times of the step lines since launch, peak RSS MiB of the largest process, wall).
 
     A contender timed by its progress bar shows other bars first (transformers' "Loading
     weights 272/272", dataset maps): only the bar whose total is the run's `steps` is its
-    training; without `steps`, the last bar to start counts."""
+    training."""
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if neighbour else None
     t0 = time.perf_counter()
     stamps: list[float] = []
@@ -106,7 +106,7 @@ def _run(cmd: list[str], env: dict, log: Path, neighbour: bool, steps: int | Non
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
             watcher = threading.Thread(target=_watch, args=(proc, peak, stop), daemon=True)
             watcher.start()
-            buf, bar_stamps, last_bar, bar_total = b"", [], 0, -1
+            buf, bar_stamps, last_bar = b"", [], 0
             assert proc.stdout is not None
             while chunk := proc.stdout.read1(65536):
                 now = time.perf_counter() - t0
@@ -116,12 +116,9 @@ def _run(cmd: list[str], env: dict, log: Path, neighbour: bool, steps: int | Non
                 for line in (raw.decode("utf-8", "replace") for raw in lines):
                     if STEP_LINE.search(line):
                         stamps.append(now)
-                    elif (m := BAR_STEP.search(line)) and (steps is None or int(m.group(2)) == steps):
-                        if int(m.group(2)) != bar_total:  # another bar: start over
-                            bar_total, last_bar, bar_stamps = int(m.group(2)), 0, []
-                        if int(m.group(1)) > last_bar:
-                            last_bar = int(m.group(1))
-                            bar_stamps.append(now)
+                    elif (m := BAR_STEP.search(line)) and int(m.group(2)) == steps and int(m.group(1)) > last_bar:
+                        last_bar = int(m.group(1))
+                        bar_stamps.append(now)
             rc = proc.wait()
             stamps = stamps or bar_stamps  # a contender that prints no step dicts is timed by its bar
             stop.set()

@@ -14,7 +14,7 @@ FIRST_STEP: dict[str, float] = {}
 TOKENS = {"real": 0, "slots": 0}
 STEPS = {"n": 0}
 WATCH: dict = {}
-TRIM: dict = {}  # the memory trimmer (engines/memory.py), for the metrics
+TRIM: dict = {}  # the memory trimmer (engines/heap_trim.py), for the metrics
 NONFINITE: dict = {}  # the first optimizer step whose loss was NaN or inf, and the value
 
 
@@ -55,7 +55,7 @@ def install() -> None:
     original = transformers.Trainer.training_step
     if getattr(original, "_tunebook_timed", False):
         return
-    from tunebook.engines.memory import Trimmer
+    from tunebook.engines.heap_trim import Trimmer
 
     profiler = _StepProfiler(os.environ[PROFILE_ENV]) if os.environ.get(PROFILE_ENV) else None
     TRIM["trimmer"] = Trimmer()

@@ -10,7 +10,7 @@ import sys
 
 PROBE = r"""
 import json
-from tunebook.engines.memory import Trimmer, rss_mib
+from tunebook.engines.heap_trim import Trimmer, rss_mib
 
 t = Trimmer(growth_mib=100)
 t.after_step(1)                                        # the level: RSS after the first step
@@ -31,6 +31,10 @@ def _probe(env_value: str | None) -> dict:
         env["TUNEBOOK_MALLOC_TRIM"] = env_value
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
+
+
+# The RSS compared below is the probe's own, before and after one call in the same process:
+# other processes on a busy machine do not move it (no timing, no peak of a shared resource).
 
 
 def test_grown_heap_is_trimmed_and_a_steady_one_is_not():
