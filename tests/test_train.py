@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
@@ -288,16 +289,28 @@ def test_learning_curve_scores_every_checkpoint_as_eval_loads_it(runs, tmp_path,
     for run in picked:
         ev.evaluate_run(run, tasks=["nba_mc", "control_mc"], limit=3)
         record, e = json.loads(run.record_path.read_text()), json.loads((run.path / "eval.json").read_text())
-        # save_steps 0.25 of 6 steps: checkpoints 2, 4 and 6 (the last one is the final model)
-        assert [s for s, _ in learning_curve.checkpoints(run)] == [2, 4, 6], run.path
+        # save_steps 0.334 of 6 steps: checkpoints 3 and 6 (the last one is the final model)
+        assert [s for s, _ in learning_curve.checkpoints(run)] == [3, 6], run.path
         # what ships is the final model; checkpoints are counted apart
         assert record["checkpoints_bytes"] > 0 and record["output_bytes"] + record["checkpoints_bytes"] == dir_size(run.output)
+        # the eval kept each document's score: its mean and stderr are lm-eval's own
+        per_doc = e["per_doc"]["nba_mc"]
+        assert len(per_doc) == 3 and e["results"]["nba_mc"]["acc,none"] == pytest.approx(statistics.fmean(per_doc))
+        assert e["results"]["nba_mc"]["acc_stderr,none"] == pytest.approx(statistics.stdev(per_doc) / 3 ** 0.5)
+        assert len(e["base"]["per_doc"]["nba_mc"]) == 3 and "control_mc" in e["per_doc"]
+        # base and final points are read off that eval; only the checkpoints are scored
+        scored = []
+        real_score = learning_curve._score
+        monkeypatch.setattr(learning_curve, "_score", lambda r, folder, n: scored.append(folder.name) or real_score(r, folder, n))
+        monkeypatch.setattr(ev, "evaluate_base", lambda *a, **k: pytest.fail("base scored again"))
         points = learning_curve.ensure(run, 3)
-        assert [p.source for p in points] == ["base", "checkpoint-2", "checkpoint-4", "final"]
-        assert [p.step for p in points] == [0, 2, 4, 6]
-        assert points[0].score == e["base"]["results"]["nba_mc"]["acc,none"]
-        assert points[-1].score == e["results"]["nba_mc"]["acc,none"]
-        assert points[-1].tokens == record["tokens"]["total"] and points[1].tokens == round(record["tokens"]["total"] / 3)
+        assert scored == ["checkpoint-3"]
+        assert [p.source for p in points] == ["base", "checkpoint-3", "final"]
+        assert [p.step for p in points] == [0, 3, 6]
+        assert points[0].score == pytest.approx(e["base"]["results"]["nba_mc"]["acc,none"])
+        assert points[-1].score == pytest.approx(e["results"]["nba_mc"]["acc,none"])
+        assert points[-1].stderr == pytest.approx(e["results"]["nba_mc"]["acc_stderr,none"])
+        assert points[-1].tokens == record["tokens"]["total"] and points[1].tokens == round(record["tokens"]["total"] / 2)
         assert all(0.0 <= p.score <= 1.0 and p.stderr is not None for p in points)
         # computed once per limit: a second call reads the file
         monkeypatch.setattr(learning_curve, "compute", lambda *a: pytest.fail("recomputed"))
@@ -307,7 +320,7 @@ def test_learning_curve_scores_every_checkpoint_as_eval_loads_it(runs, tmp_path,
     report = build_report(picked, tmp_path / "report")
     text = report.read_text()
     assert (tmp_path / "report" / "learning-curve.png").read_bytes()[:4] == b"\x89PNG"
-    assert sum(l.startswith("| smollm2-") and "checkpoint-" in l for l in text.splitlines()) == 6
+    assert sum(l.startswith("| smollm2-") and "checkpoint-" in l for l in text.splitlines()) == 3
 
 
 def test_learning_curve_verdict_reads_the_second_half_against_the_stderr():
@@ -424,8 +437,10 @@ def test_eval_in_two_processes_scores_what_one_process_scores(runs):
 
     run = runs["lora"]
     cfg = run_config(run)
-    one_what, one = score(cfg, run.output, ["nba_mc", "nba_qa"], 6, nproc=1)
-    two_what, two = score(cfg, run.output, ["nba_mc", "nba_qa"], 6, nproc=2)
+    one_what, one, one_docs = score(cfg, run.output, ["nba_mc", "nba_qa"], 6, nproc=1)
+    two_what, two, two_docs = score(cfg, run.output, ["nba_mc", "nba_qa"], 6, nproc=2)
+    # the per-document scores are gathered too, in document order (the learning curve reads them)
+    assert len(one_docs["nba_mc"]) == 6 and two_docs["nba_mc"] == one_docs["nba_mc"]
     # lm-eval pads the ranks to equal batches: each answers half the requests (or one more)
     per_rank = [int(n) for n in two_what.split("requests per rank: ")[1].rstrip(")").split(", ")]
     assert two_what.startswith(f"{one_what}, 2 processes") and len(per_rank) == 2

@@ -25,7 +25,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def score_in_processes(cfg: dict, weights: Path, tasks: list[str], limit: int | None, nproc: int) -> tuple[str, dict]:
+def score_in_processes(cfg: dict, weights: Path, tasks: list[str], limit: int | None, nproc: int):
     from tunebook.adapt import engine_env
     from tunebook.launch import Launch
     from tunebook.machine import detect
@@ -42,7 +42,9 @@ def score_in_processes(cfg: dict, weights: Path, tasks: list[str], limit: int | 
             raise TunebookError([Problem("NPROC", "", f"the {nproc} evaluation processes exited with code {rc} "
                                          "(their output is above)")], exit_code=1)
         done = json.loads(out.read_text(encoding="utf-8"))
-    return done["evaluated"], done["results"]
+    from tunebook.evaluate import Scored
+
+    return Scored(done["evaluated"], done["results"], done.get("per_doc") or {})
 
 
 def main(spec_path: str, out_path: str) -> int:
@@ -69,12 +71,13 @@ def main(spec_path: str, out_path: str) -> int:
     loaded = load(spec["cfg"], Path(spec["weights"]))
     model = loaded.model.to(f"cuda:{torch.cuda.current_device()}") if torch.cuda.is_available() else loaded.model
     requests: dict = {}
-    results = run_lm_eval(model, loaded.tokenizer, spec["tasks"], spec["limit"], requests=requests)
+    per_doc: dict = {}
+    results = run_lm_eval(model, loaded.tokenizer, spec["tasks"], spec["limit"], requests=requests, per_doc=per_doc)
     per_rank = [None] * worker.world_size()
     torch.distributed.all_gather_object(per_rank, requests.get("requests", 0))
     if worker.is_rank_zero():
         what = f"{loaded.description}, {len(per_rank)} processes (requests per rank: {', '.join(map(str, per_rank))})"
-        atomic_write_json(Path(out_path), {"evaluated": what, "results": results})
+        atomic_write_json(Path(out_path), {"evaluated": what, "results": results, "per_doc": per_doc})
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
     return 0

@@ -6,13 +6,15 @@ Each checkpoint is loaded exactly as `evaluate` loads the final model (an adapte
 it was trained on, 4-bit NF4 for QLoRA; a full checkpoint as is), and scored with the same
 lm-eval task. Every point of a curve, base (0 tokens) and final model included, is scored on
 the same first `CAP` documents: ~2 minutes a point on 2 cores, where the whole 400 would be
-4 (a report has ~13 points); at 200 documents a point's stderr is ~3.5 accuracy points.
+4; at 200 documents a point's stderr is ~3.5 accuracy points.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -82,21 +84,40 @@ def _score(run: RunDir, folder: Path, limit: int | None) -> dict:
     return run_lm_eval(loaded.model, loaded.tokenizer, [TASK], limit)[TASK]
 
 
+def _first(values: list[float] | None, n: int) -> tuple[float, float] | None:
+    """(mean, stderr) of the first n documents' scores, as lm-eval computes them for `limit=n`
+    (sample standard deviation over sqrt(n)); None when fewer than n were scored."""
+    if not values or len(values) < n:
+        return None
+    head = values[:n]
+    return statistics.fmean(head), (statistics.stdev(head) / math.sqrt(n) if n > 1 else 0.0)
+
+
 def compute(run: RunDir, limit: int | None) -> list[Point]:
-    """Score the base, every checkpoint and the final model on the curve's documents."""
-    from tunebook.evaluate import evaluate_base
+    """Score the base, every checkpoint and the final model on the curve's documents.
+
+    The base and final points come from the run's eval (its per-document scores, first `n`
+    documents) when that eval covered them: those two models were just scored on the whole
+    test set, and scoring them again cost ~2 minutes a point (4 of a report's ~13 points)."""
+    from tunebook.evaluate import current_eval, evaluate_base
     from tunebook.loading import run_config
 
     record, cfg = run.read_record(), run_config(run)
     n = curve_limit(limit)
     stderr = METRIC.replace(",", "_stderr,")
-    base = evaluate_base(cfg, [TASK], n)["results"][TASK]
-    points = [Point(0, 0, base[METRIC], base.get(stderr), "base")]
+    ev = current_eval(run)
+    base = _first(ev.base.per_doc.get(TASK) if ev else None, n)
+    if base is None:
+        res = evaluate_base(cfg, [TASK], n)["results"][TASK]
+        base = res[METRIC], res.get(stderr)
+    points = [Point(0, 0, *base, "base")]
     final_step = record.steps or 0
     for step, folder in [*[c for c in checkpoints(run) if c[0] < final_step], (final_step, run.output)]:
-        res = _score(run, folder, n)
-        points.append(Point(step, _tokens_at(record, step), res[METRIC], res.get(stderr),
-                            folder.name if folder != run.output else "final"))
+        known = _first(ev.per_doc.get(TASK) if ev else None, n) if folder == run.output else None
+        if known is None:
+            res = _score(run, folder, n)
+            known = res[METRIC], res.get(stderr)
+        points.append(Point(step, _tokens_at(record, step), *known, folder.name if folder != run.output else "final"))
     return points
 
 

@@ -125,6 +125,7 @@ class RunRecord(_Record):
 class BaseScores(_Record):
     model: str
     results: dict[str, dict[str, Any]]
+    per_doc: dict[str, list[float]] = Field(default_factory=dict)  # evaluate.per_doc_scores
     cached: bool = False
 
 
@@ -140,6 +141,9 @@ class EvalRecord(_Record):
     task_versions: dict[str, str] = Field(default_factory=dict)
     key: str | None = None  # evaluate.eval_key: the question these scores answer
     results: dict[str, dict[str, Any]]
+    # each task's main metric per document, in document order (evaluate.per_doc_scores): the
+    # learning curve's base and final points are read off these rather than scored again
+    per_doc: dict[str, list[float]] = Field(default_factory=dict)
     base: BaseScores
     seconds: float | None = None
     reused: bool = Field(default=False, exclude=True)  # this call read the file rather than evaluating
