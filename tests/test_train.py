@@ -427,6 +427,43 @@ def test_sigterm_stops_the_engine_and_marks_the_run_interrupted(tiny_llama, memo
     assert record["status"] == "interrupted" and (logs[0].parents[1] / "INCOMPLETE").exists()
 
 
+def test_trimmed_logits_score_what_lm_eval_scores(runs):
+    """`TrimmedHFLM` asks the model for the last K positions' logits only: every loglikelihood
+    (multiple choice, rolling perplexity) is the one plain HFLM computes (fp32 here, so equal to
+    rounding), and the model was really asked for fewer positions than it was given."""
+    from lm_eval.models.huggingface import HFLM
+
+    from tunebook.eval_lm import TrimmedHFLM
+    from tunebook.evaluate import run_lm_eval
+    from tunebook.loading import load, run_config
+
+    run = runs["lora"]
+    loaded = load(run_config(run), run.output)
+    asked = []
+    forward = loaded.model.forward
+
+    def spy(*args, **kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        asked.append((ids.shape[1], kwargs.get("logits_to_keep")))
+        return forward(*args, **kwargs)
+
+    loaded.model.forward = spy
+    scores = {}
+    for cls in (HFLM, TrimmedHFLM):
+        lm = cls(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=4, max_length=1024,
+                 softmax_dtype=torch.float32)
+        per_doc: dict = {}
+        scores[cls.__name__] = run_lm_eval(None, loaded.tokenizer, ["nba_mc", "nba_ppl"], 6, lm=lm, per_doc=per_doc), per_doc
+    (plain, plain_docs), (trimmed, trimmed_docs) = scores["HFLM"], scores["TrimmedHFLM"]
+    assert trimmed_docs["nba_mc"] == plain_docs["nba_mc"]
+    for task in ("nba_mc", "nba_ppl"):
+        for metric, value in plain[task].items():
+            if isinstance(value, float):
+                assert trimmed[task][metric] == pytest.approx(value, rel=1e-5), (task, metric)
+    kept = [(n, k) for n, k in asked if k is not None]
+    assert kept and all(0 < k < n for n, k in kept), asked
+
+
 def test_eval_in_two_processes_scores_what_one_process_scores(runs):
     """`make eval NPROC=2`: lm-eval shards each task's documents between two ranks (gloo on a
     CPU) and gathers the per-document scores on rank 0, so every metric is the one process's

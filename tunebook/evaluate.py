@@ -159,8 +159,9 @@ def run_lm_eval(model, tok, tasks: list[str], limit: int | None = None, tasks_di
     integration") the rank, world size and accelerator are given to HFLM here."""
     import torch
     from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
+
+    from tunebook.eval_lm import TrimmedHFLM
 
     requests = {} if requests is None else requests
     bf16 = eval_precision() == "bfloat16"
@@ -168,8 +169,8 @@ def run_lm_eval(model, tok, tasks: list[str], limit: int | None = None, tasks_di
         # batch 32: on CPU, generation is latency-bound per step and a bigger batch amortises it;
         # lm-eval's own autocast (mixed_precision_dtype) wraps every model call, log-softmax in fp32
         if lm is None:
-            lm = HFLM(pretrained=model, tokenizer=tok, batch_size=32, max_length=1024, softmax_dtype=torch.float32,
-                      mixed_precision_dtype=torch.bfloat16 if bf16 else None)
+            lm = TrimmedHFLM(pretrained=model, tokenizer=tok, batch_size=32, max_length=1024, softmax_dtype=torch.float32,
+                              mixed_precision_dtype=torch.bfloat16 if bf16 else None)
         if model is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
             from accelerate import Accelerator
 
