@@ -15,8 +15,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunebook.errors import Problem, TunebookError
+
+if TYPE_CHECKING:
+    from tunebook.evaluate import Scored
 
 
 def _free_port() -> int:
@@ -25,7 +29,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def score_in_processes(cfg: dict, weights: Path, tasks: list[str], limit: int | None, nproc: int):
+def score_in_processes(cfg: dict, weights: Path, tasks: list[str], limit: int | None, nproc: int) -> Scored:
     from tunebook.adapt import engine_env
     from tunebook.launch import Launch
     from tunebook.machine import detect
