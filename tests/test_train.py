@@ -428,9 +428,10 @@ def test_sigterm_stops_the_engine_and_marks_the_run_interrupted(tiny_llama, memo
 
 
 def test_trimmed_logits_score_what_lm_eval_scores(runs):
-    """`TrimmedHFLM` asks the model for the last K positions' logits only: every loglikelihood
-    (multiple choice, rolling perplexity) is the one plain HFLM computes (fp32 here, so equal to
-    rounding), and the model was really asked for fewer positions than it was given."""
+    """`TrimmedHFLM` asks the model for the last K positions' logits only (nba_ppl; nba_mc's
+    shared prompts ask for one): every score through lm-eval's evaluator (multiple choice,
+    rolling perplexity, an adapter on the model) is the one plain HFLM computes (fp32 here, so
+    equal to rounding), and the model was really asked for fewer positions than it was given."""
     from lm_eval.models.huggingface import HFLM
 
     from tunebook.eval_lm import TrimmedHFLM

@@ -1,0 +1,73 @@
+"""`TrimmedHFLM` scores what lm-eval's own HF model scores, from fewer FLOPs, in every family."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+FAMILIES = ["llama3", "qwen3", "gemma3", "mistral"]
+
+
+def _requests(tok, n: int):
+    """nba_mc's first documents as lm-eval asks them: the chat-templated question, each choice."""
+    from lm_eval.api.instance import Instance
+
+    from tunebook.evaluate import SYSTEM
+
+    docs = [json.loads(line) for line in Path("data/nba/test_mc.jsonl").read_text().splitlines()[:n]]
+    out = []
+    for doc in docs:
+        ctx = tok.apply_chat_template([{"role": "system", "content": SYSTEM},
+                                       {"role": "user", "content": f"Question: {doc['question']}\nAnswer:"}],
+                                      tokenize=False, add_generation_prompt=True)
+        out += [Instance("loglikelihood", doc, (ctx, " " + c), len(out)) for c in doc["choices"]]
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_shared_prompts_score_what_lm_eval_scores(family, tiny_models):
+    """Multiple choice from one pass over each question and one over its choices (a cache,
+    right-padded contexts, explicit positions) gives every loglikelihood and greedy flag that
+    lm-eval's loop gives (fp32: rounding only), and the shared path really ran. Gemma 3's tiny
+    model has a 64-token sliding window, shorter than these prompts: there the shared path must
+    stay off (a padded cache would shift the window); with the window widened it runs and agrees."""
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunebook.eval_lm import TrimmedHFLM
+
+    path = tiny_models(family)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    with torch.no_grad():  # random init attends almost uniformly, blind to positions: sharpen it
+        for name, param in model.named_parameters():
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                param.mul_(8.0)
+    requests = _requests(tok, 6)
+    calls: list[tuple[bool, int]] = []
+    forward = model.forward
+
+    def spy(*args, **kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        calls.append((kwargs.get("past_key_values") is not None, ids.numel()))
+        return forward(*args, **kwargs)
+
+    model.forward = spy
+    for window in ([64, 4096] if family == "gemma3" else [None]):
+        if window is not None:
+            model.config.sliding_window = window
+        scores = {}
+        for cls in (HFLM, TrimmedHFLM):
+            calls.clear()
+            lm = cls(pretrained=model, tokenizer=tok, batch_size=8, max_length=1024, softmax_dtype=torch.float32)
+            scores[cls.__name__] = lm.loglikelihood(requests, disable_tqdm=True), list(calls)
+        (plain, plain_calls), (trimmed, trimmed_calls) = scores["HFLM"], scores["TrimmedHFLM"]
+        assert [g for _, g in trimmed] == [g for _, g in plain]
+        assert [ll for ll, _ in trimmed] == pytest.approx([ll for ll, _ in plain], rel=1e-5, abs=1e-4), (family, window)
+        shared = any(cached for cached, _ in trimmed_calls)
+        assert shared == (window != 64), (family, window)
+        if shared:  # each question once instead of once per choice: fewer tokens through the model
+            assert sum(n for _, n in trimmed_calls) < 0.8 * sum(n for _, n in plain_calls)
