@@ -71,3 +71,45 @@ def test_shared_prompts_score_what_lm_eval_scores(family, tiny_models):
         assert shared == (window != 64), (family, window)
         if shared:  # each question once instead of once per choice: fewer tokens through the model
             assert sum(n for _, n in trimmed_calls) < 0.8 * sum(n for _, n in plain_calls)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_decode_attention_generates_what_sdpa_generates(family, tiny_models, monkeypatch):
+    """Generating through the CPU decode attention (fp32 sdpa with grouped-query heads, no cache
+    copies) gives the tokens and scores transformers' sdpa gives, on a left-padded batch (a mask
+    in play), with attention sharp enough that positions and masks matter; the model is back
+    on sdpa afterwards, and the decode steps really went through torch's GQA path."""
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunebook.decode_attention import NAME, cpu_decode_attention
+
+    path = tiny_models(family)
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                param.mul_(8.0)
+    batch = tok(["Who scored the most points?", "Is he active?", "A longer question about rebounds and assists"],
+                return_tensors="pt", padding=True)
+    kw = dict(max_new_tokens=8, do_sample=False, output_scores=True, return_dict_in_generate=True,
+              pad_token_id=tok.pad_token_id)
+    with torch.no_grad():
+        plain = model.generate(**batch, **kw)
+    sdpa, gqa_calls = F.scaled_dot_product_attention, []
+
+    def spy(q, k, v, *args, **kwargs):
+        gqa_calls.append(bool(kwargs.get("enable_gqa")) and q.shape[2] == 1 and k.shape[1] < q.shape[1])
+        return sdpa(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    with torch.no_grad(), cpu_decode_attention(model):
+        assert model.config._attn_implementation == NAME
+        ours = model.generate(**batch, **kw)
+    assert model.config._attn_implementation == "sdpa"
+    assert torch.equal(ours.sequences, plain.sequences)
+    for a, b in zip(ours.scores, plain.scores):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert sum(gqa_calls) >= 7 * model.config.num_hidden_layers  # every decode step, every layer

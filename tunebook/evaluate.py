@@ -161,11 +161,12 @@ def run_lm_eval(model, tok, tasks: list[str], limit: int | None = None, tasks_di
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
+    from tunebook.decode_attention import cpu_decode_attention
     from tunebook.eval_lm import TrimmedHFLM
 
     requests = {} if requests is None else requests
     bf16 = eval_precision() == "bfloat16"
-    with resolved_tasks(tasks_dir) as tmp, autocast_cacheable(model):
+    with resolved_tasks(tasks_dir) as tmp, autocast_cacheable(model), cpu_decode_attention(model):
         # batch 32: on CPU, generation is latency-bound per step and a bigger batch amortises it;
         # lm-eval's own autocast (mixed_precision_dtype) wraps every model call, log-softmax in fp32
         if lm is None:
