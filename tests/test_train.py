@@ -254,11 +254,29 @@ def test_compare_report_lists_every_method_with_the_numbers_of_eval_json(runs, t
     from tunebook.compare import build_report
 
     monkeypatch.setattr(ev, "CACHE", tmp_path / "cache")
+    scored, score = [], ev.score
+
+    def spy(*args, **kwargs):
+        out = score(*args, **kwargs)
+        scored.append((out.what, list(out.results)))
+        return out
+
+    monkeypatch.setattr(ev, "score", spy)
     picked = [runs["full"], runs["lora"], runs["qlora"]]
     for run in picked:
         ev.evaluate_run(run, tasks=["nba_mc", "control_mc"], limit=3)
     report = build_report(picked, tmp_path / "report")
     text = report.read_text()
+    # QLoRA only: the control task on the 4-bit base alone and with the adapter on the fp32 base
+    checks = {r.path.parent.name: json.loads((r.path / "eval.json").read_text())["quantization"] for r in picked}
+    assert checks["smollm2-full"] is None and checks["smollm2-lora"] is None
+    assert checks["smollm2-qlora"]["task"] == "control_mc"
+    base = str(ev.run_config(runs["qlora"])["base_model"])
+    assert (f"full model {base} (4-bit NF4)", ["control_mc"]) in scored
+    assert (f"{base} (fp32) + adapter {runs['qlora'].output}", ["control_mc"]) in scored
+    four = checks["smollm2-qlora"]["base_4bit"]["acc,none"]
+    (note,) = [l for l in text.splitlines() if "the 4-bit NF4 base alone" in l]
+    assert f"alone {four:.3f}" in note and text.index(note) > text.index("- smollm2-qlora: ")
     for run in picked:
         e = json.loads((run.path / "eval.json").read_text())
         name = e["recipe"]["name"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunebook import learning_curve, records
-from tunebook.evaluate import ensure_eval, lower_is_better, main_metric
+from tunebook.evaluate import ensure_eval, lower_is_better, main_metric, quantization_note
 from tunebook.atomic import atomic_path
 from tunebook.paths import PATHS
 from tunebook.records import EvalRecord, RunRecord
@@ -131,6 +131,8 @@ def build_report(runs: list[RunDir], out_dir: Path) -> Path:
         for r in rows:
             v = r.eval.score("control_mc", "acc,none")
             md.append(f"- {r.name}: {_fmt(v)} (base {_fmt(b)}, {v - b:+.3f})" if b is not None else f"- {r.name}: {_fmt(v)}")
+            if quantization_note(r.eval):
+                md.append(f"  - {quantization_note(r.eval)}")
     # plots
     pngs = []
     labels = ["base"] + [r.name for r in rows]

@@ -29,7 +29,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def score_in_processes(cfg: dict, weights: Path, tasks: list[str], limit: int | None, nproc: int) -> Scored:
+def score_in_processes(cfg: dict, weights: Path, tasks: list[str], limit: int | None, nproc: int,
+                       quantized: bool | None = None) -> Scored:
     from tunebook.adapt import engine_env
     from tunebook.launch import Launch
     from tunebook.machine import detect
@@ -38,7 +39,8 @@ def score_in_processes(cfg: dict, weights: Path, tasks: list[str], limit: int | 
     env, _ = engine_env(detect(), nproc=nproc)
     with tempfile.TemporaryDirectory(prefix="tunebook-eval-") as tmp:
         spec, out = Path(tmp) / "spec.json", Path(tmp) / "scores.json"
-        spec.write_text(json.dumps({"cfg": cfg, "weights": str(weights), "tasks": list(tasks), "limit": limit}),
+        spec.write_text(json.dumps({"cfg": cfg, "weights": str(weights), "tasks": list(tasks), "limit": limit,
+                                    "quantized": quantized}),
                         encoding="utf-8")
         cmd = launch.command("tunebook.eval_worker", [str(spec), str(out)])
         rc = subprocess.run(cmd, env={**os.environ, **env, "PYTHONUNBUFFERED": "1"}).returncode
@@ -72,7 +74,7 @@ def main(spec_path: str, out_path: str) -> int:
     from tunebook.runs import atomic_write_json
 
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
-    loaded = load(spec["cfg"], Path(spec["weights"]))
+    loaded = load(spec["cfg"], Path(spec["weights"]), spec.get("quantized"))
     model = loaded.model.to(f"cuda:{torch.cuda.current_device()}") if torch.cuda.is_available() else loaded.model
     requests: dict = {}
     per_doc: dict = {}

@@ -27,11 +27,12 @@ from tunebook.data.nba import SYSTEM  # the prompt the NBA rows were written wit
 from tunebook.errors import Problem, TunebookError
 from tunebook.paths import PATHS
 from tunebook.loading import POLICY, chat_template_text, load, run_config
-from tunebook.records import BaseScores, EvalRecord
+from tunebook.records import BaseScores, EvalRecord, QuantizationCheck
 from tunebook.runs import RunDir, atomic_write_json
 
 TASKS_DIR = PATHS.tasks
 DEFAULT_TASKS = ("nba_qa", "nba_mc", "control_mc", "nba_ppl")
+CONTROL_TASK = "control_mc"  # forgetting: general questions the NBA training should leave alone
 CACHE = PATHS.eval_cache
 
 
@@ -240,43 +241,45 @@ def _score_vllm(cfg: dict, weights: Path, tasks: list[str], limit: int | None, n
     return Scored(what, results, per_doc)
 
 
-def score(cfg: dict, weights: Path, tasks: list[str], limit: int | None, nproc: int = 1) -> Scored:
-    """(what was evaluated, lm-eval results) for `weights` under POLICY: in this process, or
-    with NPROC > 1 in that many processes under torchrun, each scoring its share of the
-    documents (`tunebook/eval_worker.py`); through vLLM where it is installed on a GPU."""
+def score(cfg: dict, weights: Path, tasks: list[str], limit: int | None, nproc: int = 1,
+          quantized: bool | None = None) -> Scored:
+    """(what was evaluated, lm-eval results) for `weights` under POLICY (or `quantized`, as
+    `loading.load` takes it): in this process, or with NPROC > 1 in that many processes under
+    torchrun, each scoring its share of the documents (`tunebook/eval_worker.py`); through vLLM
+    where it is installed on a GPU (POLICY's model only)."""
     from tunebook import progress
 
     progress.note(f"lm-eval: {weights} on {', '.join(tasks)}" + (f" (first {limit} documents)" if limit else "")
                   + (f", {nproc} processes" if nproc > 1 else ""))
-    if vllm_available():
+    if vllm_available() and quantized is None:
         return _score_vllm(cfg, Path(weights), tasks, limit, nproc)
     if nproc <= 1:
-        loaded, per_doc = load(cfg, Path(weights)), {}
+        loaded, per_doc = load(cfg, Path(weights), quantized), {}
         results = run_lm_eval(loaded.model, loaded.tokenizer, tasks, limit, per_doc=per_doc)
         return Scored(loaded.description, results, per_doc)
     from tunebook.eval_worker import score_in_processes
 
-    return score_in_processes(cfg, Path(weights), tasks, limit, nproc)
+    return score_in_processes(cfg, Path(weights), tasks, limit, nproc, quantized)
 
 
 def eval_key(models: list[Path], tasks: list[str], limit: int | None, chat_template: str | None,
-             versions: dict[str, str] | None = None) -> str:
-    """What a score depends on: the weights, the tasks and their data, the limit, the template,
-    the precision. One key for the base cache and for a run's eval.json, so neither is reused
-    for a question it did not answer."""
+             versions: dict[str, str] | None = None, four_bit: bool = False) -> str:
+    """What a score depends on: the weights (and whether they were loaded 4-bit), the tasks and
+    their data, the limit, the template, the precision. One key for the base cache and for a
+    run's eval.json, so neither is reused for a question it did not answer."""
     versions = versions or task_versions(tasks)
-    return hashlib.sha256(json.dumps([[model_hash(Path(m)) for m in models], versions, limit, chat_template, eval_precision()],
-                                     sort_keys=True).encode()).hexdigest()[:16]
+    what = [[model_hash(Path(m)) for m in models], versions, limit, chat_template, eval_precision()]
+    return hashlib.sha256(json.dumps(what + (["4-bit NF4"] if four_bit else []), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def evaluate_base(cfg: dict, tasks: list[str], limit: int | None, nproc: int = 1) -> dict:
-    """Scores of a config's base model (with its chat template), cached under eval_key."""
+def evaluate_base(cfg: dict, tasks: list[str], limit: int | None, nproc: int = 1, four_bit: bool = False) -> dict:
+    """Scores of a config's base model (with its chat template; 4-bit NF4 if asked), cached under eval_key."""
     base = str(cfg["base_model"])
     versions = task_versions(tasks)
-    cached = CACHE / f"{eval_key([Path(base)], tasks, limit, chat_template_text(cfg), versions)}.json"
+    cached = CACHE / f"{eval_key([Path(base)], tasks, limit, chat_template_text(cfg), versions, four_bit)}.json"
     if cached.exists():
         return {**json.loads(cached.read_text()), "cached": True}
-    scored = score(cfg, Path(base), tasks, limit, nproc)
+    scored = score(cfg, Path(base), tasks, limit, nproc, quantized=True if four_bit else None)
     result = {"model": base, "results": scored.results, "per_doc": scored.per_doc, "task_versions": versions}
     atomic_write_json(cached, result)
     return {**result, "cached": False}
@@ -317,6 +320,19 @@ def current_eval(run: RunDir) -> EvalRecord | None:
     return saved if saved.key == eval_key(_weights(run, cfg), saved.tasks, saved.limit, chat_template_text(cfg)) else None
 
 
+def quantization_check(run: RunDir, cfg: dict, tasks: list[str], limit: int | None,
+                       nproc: int = 1) -> QuantizationCheck | None:
+    """For a QLoRA adapter whose eval has the control task: that task on the 4-bit base alone
+    (cached like the base) and with the adapter on the fp32 base. Two scorings of one small task,
+    so a report can say how much of the control task's change quantizing the base made."""
+    if CONTROL_TASK not in tasks or not (run.output / "adapter_config.json").exists() or not cfg.get("load_in_4bit"):
+        return None
+    base_4bit = evaluate_base(cfg, [CONTROL_TASK], limit, nproc, four_bit=True)
+    on_fp32 = score(cfg, run.output, [CONTROL_TASK], limit, nproc, quantized=False)
+    return QuantizationCheck(task=CONTROL_TASK, base_4bit=base_4bit["results"][CONTROL_TASK],
+                             adapter_on_fp32_base=on_fp32.results[CONTROL_TASK])
+
+
 def evaluate_run(run: RunDir, tasks: list[str] | None = None, limit: int | None = None, nproc: int = 1) -> EvalRecord:
     cfg = run_config(run)
     tasks = _run_tasks(cfg, tasks)
@@ -324,6 +340,7 @@ def evaluate_run(run: RunDir, tasks: list[str] | None = None, limit: int | None 
     t0 = time.time()
     evaluated, results, per_doc = score(cfg, run.output, tasks, limit, nproc)
     base = evaluate_base(cfg, tasks, limit, nproc)
+    check = quantization_check(run, cfg, tasks, limit, nproc)
     record = EvalRecord(
         schema_version=records.SCHEMA_VERSION, run=str(run.path), recipe=run.read_record().recipe,
         evaluated=evaluated, policy=POLICY, tasks=tasks, limit=limit, precision=eval_precision(),
@@ -331,7 +348,7 @@ def evaluate_run(run: RunDir, tasks: list[str] | None = None, limit: int | None 
         results=results, per_doc=per_doc,
         base=BaseScores(model=str(cfg["base_model"]), results=base["results"], per_doc=base.get("per_doc") or {},
                         cached=base["cached"]),
-        seconds=round(time.time() - t0, 1))
+        quantization=check, seconds=round(time.time() - t0, 1))
     atomic_write_json(run.path / "eval.json", records.dump(record))
     try:  # the run's TensorBoard folder and MLflow run get the scores too; eval.json is what counts
         from tunebook import trackers
@@ -370,6 +387,22 @@ def lower_is_better(task: str) -> bool:
     return not task_meta(task).higher_is_better
 
 
+def quantization_note(record: EvalRecord) -> str | None:
+    """One line: the control task on the 4-bit base alone and with the adapter on the fp32 base,
+    each against the fp32 base the record compares to."""
+    check = record.quantization
+    if check is None:
+        return None
+    metric = main_metric(check.task)
+    base = record.base.results.get(check.task, {}).get(metric)
+    four, merged = check.base_4bit.get(metric), check.adapter_on_fp32_base.get(metric)
+    if not all(isinstance(v, (int, float)) for v in (base, four, merged)):
+        return None
+    return (f"{check.task} {metric.split(',')[0]}: the 4-bit NF4 base alone {four:.3f} ({four - base:+.3f} vs the fp32 "
+            f"base, from quantizing before any training); the adapter on the fp32 base (the model make merge "
+            f"bakes) {merged:.3f} ({merged - base:+.3f})")
+
+
 def render(record: EvalRecord) -> str:
     lines = [f"== eval of {record.run}", f"model  {record.evaluated}", f"policy {POLICY}",
              f"{'task':<12}{'metric':<18}{'run':>10}{'base':>10}{'delta':>10}"]
@@ -380,6 +413,8 @@ def render(record: EvalRecord) -> str:
             base = record.base.results.get(task, {}).get(metric)
             delta = f"{value - base:+.3f}" if isinstance(base, (int, float)) else ""
             lines.append(f"{task:<12}{metric.split(',')[0]:<18}{value:>10.3f}{(base if base is not None else float('nan')):>10.3f}{delta:>10}")
+    if quantization_note(record):
+        lines.append(quantization_note(record))
     if record.reused:
         lines.append(f"reused {record.run}/eval.json: made for these tasks, task versions, limit and weights")
     else:

@@ -65,14 +65,15 @@ def load(cfg: dict[str, Any], weights: Path, quantized: bool | None = None) -> L
     """`weights` is a full model folder or an adapter (a run's output or one of its checkpoints).
 
     quantized=None follows POLICY (the 4-bit base when the config trained in 4-bit);
-    False forces the fp32 base (merge)."""
+    False forces the fp32 base (merge); True loads 4-bit NF4 even a folder without an adapter
+    (the base a QLoRA adapter runs on, scored alone)."""
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     weights = Path(weights)
     trc = bool(cfg.get("trust_remote_code"))
     adapter = (weights / "adapter_config.json").exists()
-    four_bit = adapter and (bool(cfg.get("load_in_4bit")) if quantized is None else quantized)
+    four_bit = (adapter and bool(cfg.get("load_in_4bit"))) if quantized is None else quantized
     kwargs: dict[str, Any] = {"dtype": torch.float32, "trust_remote_code": trc}
     if four_bit:
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -94,7 +95,7 @@ def load(cfg: dict[str, Any], weights: Path, quantized: bool | None = None) -> L
         model = PeftModel.from_pretrained(model, weights)
         what = f"{base} ({'4-bit NF4' if four_bit else 'fp32'}) + adapter {weights}"
     else:
-        what = f"full model {weights} (fp32)"
+        what = f"full model {weights} ({'4-bit NF4' if four_bit else 'fp32'})"
     model.eval()
     return Loaded(model, tok, what)
 

@@ -129,6 +129,17 @@ class BaseScores(_Record):
     cached: bool = False
 
 
+class QuantizationCheck(_Record):
+    """A QLoRA adapter runs on a 4-bit base, and the 4-bit base alone already scores differently
+    from the fp32 base (SmolLM2-135M: control_mc 0.535 -> 0.445 from quantizing, before any
+    training). The control task on that base alone, and with the adapter on the fp32 base (the
+    model `make merge` bakes), part the quantization's share of a change from the training's."""
+
+    task: str
+    base_4bit: dict[str, Any]  # lm-eval results of the 4-bit NF4 base alone
+    adapter_on_fp32_base: dict[str, Any]  # the adapter applied to the fp32 base
+
+
 class EvalRecord(_Record):
     schema_version: int = 1
     run: str
@@ -145,6 +156,7 @@ class EvalRecord(_Record):
     # learning curve's base and final points are read off these rather than scored again
     per_doc: dict[str, list[float]] = Field(default_factory=dict)
     base: BaseScores
+    quantization: QuantizationCheck | None = None  # QLoRA adapters only
     seconds: float | None = None
     reused: bool = Field(default=False, exclude=True)  # this call read the file rather than evaluating
 
