@@ -43,7 +43,7 @@ class ModelSpec:
 
     @property
     def params(self) -> int:
-        return self.linear_params + self.embedding_params + self.layers * 2 * self.hidden
+        return self.linear_params + self.embedding_params + (self.layers * 2 + 1) * self.hidden  # + the final norm
 
 
 KNOWN = {
