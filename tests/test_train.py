@@ -221,6 +221,41 @@ def test_memory_estimate_counts_the_model_it_trains(runs, method):
     assert est.trainable == record["params"]["trainable"]
 
 
+def test_eval_tasks_resolve_to_absolute_existing_files():
+    from tunebook.evaluate import resolved_tasks
+
+    with resolved_tasks() as tmp:
+        names = sorted(p.stem for p in tmp.glob("*.yaml"))
+        assert names == ["control_mc", "nba_mc", "nba_ppl", "nba_qa"]
+        for p in tmp.glob("*.yaml"):
+            cfg = yaml.safe_load(p.read_text().replace("!function ", ""))
+            for f in cfg["dataset_kwargs"]["data_files"].values():
+                assert Path(f).is_absolute() and Path(f).is_file(), f
+        assert (tmp / "utils.py").is_file()
+
+
+def test_eval_applies_the_adapter_and_writes_eval_json(runs, tmp_path, monkeypatch):
+    import tunebook.evaluate as ev
+
+    monkeypatch.setattr(ev, "CACHE", tmp_path / "cache")  # keep the test's base scores out of runs/
+    from tunebook.records import dump
+
+    record = dump(ev.evaluate_run(runs["lora"], limit=4))
+    saved = json.loads((runs["lora"].path / "eval.json").read_text())
+    assert saved["results"] == record["results"]
+    assert set(record["results"]) == {"nba_qa", "nba_mc", "control_mc", "nba_ppl"}
+    for metric in ("exact_match,none", "numeric_match,none", "rougeL,none"):
+        assert 0.0 <= record["results"]["nba_qa"][metric] <= 1.0
+    assert "adapter" in record["evaluated"]
+    run_ppl = record["results"]["nba_ppl"]["word_perplexity,none"]
+    base_ppl = record["base"]["results"]["nba_ppl"]["word_perplexity,none"]
+    assert run_ppl != pytest.approx(base_ppl, rel=1e-6), "the adapter changed nothing: was it applied?"
+    from tunebook.loading import run_config
+
+    again = ev.evaluate_base(run_config(runs["lora"]), record["tasks"], 4)
+    assert again["cached"] and again["results"] == record["base"]["results"]
+
+
 def test_compare_report_lists_every_method_with_the_numbers_of_eval_json(runs, tmp_path, monkeypatch):
     import re
 
