@@ -106,13 +106,15 @@ def test_engine_env_is_offline_and_uses_every_core():
     assert "HF_HUB_OFFLINE" not in env and env["OMP_NUM_THREADS"] == "2"
 
 
-def test_cpu_attention_is_eager_for_axolotl_and_sdpa_for_unsloth():
-    cfg, changes = adapt_config({"adapter": "lora", "attn_implementation": "sdpa"}, CPU)
-    assert cfg["attn_implementation"] == "eager"
-    assert any(c.key == "attn_implementation" and "faster" in c.why for c in changes)
-    cfg, _ = adapt_config({"adapter": "qlora", "load_in_4bit": True, "attn_implementation": "flash_attention_2"},
-                          CPU, engine="unsloth")
-    assert cfg["attn_implementation"] == "sdpa"
+def test_cpu_attention_is_eager_for_both_engines():
+    for engine in ("axolotl", "unsloth"):
+        cfg, changes = adapt_config({"adapter": "qlora", "load_in_4bit": True, "attn_implementation": "sdpa"}, CPU,
+                                    engine=engine)
+        assert cfg["attn_implementation"] == "eager", engine
+        assert any(c.key == "attn_implementation" and "faster" in c.why for c in changes), engine
+        cfg, _ = adapt_config({"adapter": "qlora", "load_in_4bit": True, "attn_implementation": "flash_attention_2"},
+                              CPU, engine=engine)
+        assert cfg["attn_implementation"] == "eager", engine
 
 
 def test_cpu_attention_can_be_kept_sdpa_to_measure_it(monkeypatch):

@@ -92,6 +92,16 @@ def test_adapter_loads_with_peft_and_changes_the_model(runs, tiny_llama, method)
     assert not torch.allclose(before, after)
 
 
+def test_each_engine_ran_the_attention_the_adaptation_chose(runs):
+    # the recipes say sdpa (for GPUs); on a CPU both engines get eager (measured faster), and
+    # run.json says what the model ran, read off it inside the engine process
+    for method in ("lora", "qlora", "qlora-axolotl"):
+        record = json.loads((runs[method].path / "run.json").read_text())
+        launched = yaml.safe_load((runs[method].path / "config.yaml").read_text())
+        assert launched["attn_implementation"] == "eager", method
+        assert record["attention"] == "eager", method
+
+
 def test_qlora_trained_real_bitsandbytes_4bit_layers(runs, tiny_llama):
     for method in ("qlora", "qlora-axolotl"):
         record = json.loads((runs[method].path / "run.json").read_text())

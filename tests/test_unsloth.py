@@ -26,7 +26,7 @@ CFG = {
 def test_model_and_peft_mapping():
     assert U.model_kwargs(CFG) == {"model_name": "m", "max_seq_length": 256, "load_in_4bit": True,
                                    "load_in_8bit": False, "full_finetuning": False, "trust_remote_code": False,
-                                   "dtype": None}
+                                   "dtype": None, "attn_implementation": None}
     assert U.peft_kwargs(CFG) == {"r": 8, "target_modules": ["q_proj", "v_proj"], "lora_alpha": 16,
                                   "lora_dropout": 0.05, "bias": "none", "use_gradient_checkpointing": "unsloth",
                                   "random_state": 7, "use_rslora": True}
@@ -34,6 +34,7 @@ def test_model_and_peft_mapping():
     assert U.peft_kwargs({**CFG, "adapter": None}) is None
     assert U.model_kwargs({**CFG, "adapter": None, "load_in_4bit": False})["full_finetuning"] is True
     assert U.model_kwargs({**CFG, "fp16": True})["dtype"] == "float16"
+    assert U.model_kwargs({**CFG, "attn_implementation": "eager"})["attn_implementation"] == "eager"
 
 
 def test_trainer_mapping():
@@ -53,7 +54,7 @@ def test_trainer_mapping():
 
 
 def test_every_honoured_key_is_mapped_somewhere():
-    mapped = set(CFG) | {"load_in_8bit", "fp16", "bf16", "lora_target_linear", "warmup_steps", "save_strategy",
+    mapped = set(CFG) | {"load_in_8bit", "fp16", "bf16", "attn_implementation", "lora_target_linear", "warmup_steps", "save_strategy",
                          "save_steps", "group_by_length", "chat_template", "bnb_config_kwargs", "val_set_size", "use_wandb",
                          # trackers: report_to below; the MLflow store and run reach the engine as MLFLOW_* variables
                          "use_tensorboard", "use_mlflow", "mlflow_tracking_uri", "mlflow_experiment_name"}

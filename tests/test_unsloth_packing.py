@@ -19,12 +19,14 @@ import pytest
 CHECK = Path(__file__).with_name("unsloth_packing_check.py")
 
 
-@pytest.mark.parametrize("mode", ["", "4bit"])
-def test_packed_rows_train_as_if_alone(smollm2_dir, mode):
-    proc = subprocess.run([sys.executable, str(CHECK), str(smollm2_dir), mode], capture_output=True, text=True,
-                          timeout=600)
+# eager is what tunebook runs on a CPU; sdpa (GPUs, TUNEBOOK_CPU_ATTENTION=sdpa) builds its mask its own way
+@pytest.mark.parametrize("mode,attention", [("", "sdpa"), ("4bit", "eager")])
+def test_packed_rows_train_as_if_alone(smollm2_dir, mode, attention):
+    proc = subprocess.run([sys.executable, str(CHECK), str(smollm2_dir), mode, attention], capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["attention"] == attention
     # the trainer really packs: one row of three conversations, padding-free, no attention mask
     assert r["packing"] and r["padding_free"]
     # (TRL appends an EOS to each row that does not end with one: at most one token more per row)

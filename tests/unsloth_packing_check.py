@@ -32,8 +32,9 @@ from tunebook.engines.unsloth import restore_packing, sft_kwargs, template_parts
 four_bit = "4bit" in sys.argv[1:]
 tmp = Path(tempfile.mkdtemp())
 tiny = build_tiny_model("llama", Path(sys.argv[1]), tmp)
+attention = sys.argv[3] if len(sys.argv) > 3 else "eager"  # eager: what tunebook picks on a CPU
 model, tok = FastLanguageModel.from_pretrained(str(tiny), load_in_4bit=four_bit, dtype=torch.float32,
-                                               max_seq_length=256)
+                                               max_seq_length=256, attn_implementation=attention)
 model = FastLanguageModel.get_peft_model(model, r=8, lora_alpha=16, lora_dropout=0.0, random_state=0,
                                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
 rows = [[{"role": "user", "content": f"Question {i}: who won, team {i} or team {i + 1}?"},
@@ -71,7 +72,7 @@ for x, a in zip(ids, alone):
 leak = losses(packed_ids, list(range(len(packed_ids))))
 n0 = len(ids[0])
 print(json.dumps({
-    "cleared_by_unsloth": cleared, "restored": restored, "packing": args.packing,
+    "attention": model.config._attn_implementation, "cleared_by_unsloth": cleared, "restored": restored, "packing": args.packing,
     "padding_free": args.padding_free, "batch_keys": sorted(batch), "rows_in_batch": len(starts),
     "batch_tokens": len(pos), "row_tokens": sorted(len(x) for x in ids),
     "labels_masked": int((batch["labels"] == -100).sum()), "max_diff": worst,

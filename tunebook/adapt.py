@@ -27,7 +27,7 @@ OFFLINE_ENV = {
 }
 _UNSET = "<unset>"
 UNSET = _UNSET  # an engine's adapt_cpu passes it to remove a key
-EAGER_FASTER = "eager is 1.2-1.4x faster than sdpa on CPU (make bench-levers)"
+EAGER_FASTER = "eager is 1.15-1.4x faster than sdpa on CPU (make bench-levers)"
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,10 @@ def _adapt_cpu(cfg: dict, changes: list[Change], engine: str, machine: Machine) 
     elif attn is None:
         _set(cfg, "attn_implementation", cpu_attn, "explicit attention so the engine picks no CUDA kernel"
              + (f"; {EAGER_FASTER}" if cpu_attn == "eager" else ""), changes)
+    elif attn in ("sdpa", "eager") and attn != cpu_attn:
+        # recipes say sdpa for GPUs; on a CPU the engine's measured choice
+        _set(cfg, "attn_implementation", cpu_attn, EAGER_FASTER if cpu_attn == "eager" else "TUNEBOOK_CPU_ATTENTION",
+             changes)
     _adapt_cpu_precision(cfg, changes, machine)
     if cfg.get("tf32"):
         _set(cfg, "tf32", False, "tf32 is a CUDA feature", changes)

@@ -99,6 +99,7 @@ class RunRecord(_Record):
     tokens: Tokens = Field(default_factory=Tokens)
     peak_rss_mib: float | None = None
     precision: dict[str, Any] = Field(default_factory=dict)
+    attention: str | None = None  # the attention implementation the model ran (eager, sdpa, ...)
     packing: dict[str, Any] | None = None  # the Unsloth engine: packed, strategy, restored_after_unsloth_cpu
     memory_estimate_mib: float | None = None
     params: Params = Field(default_factory=Params)

@@ -270,6 +270,7 @@ def _finished(run: RunDir, record: RunRecord, config: dict, machine: Machine, me
         },
         peak_rss_mib=metrics.get("peak_rss_mib"),
         precision=metrics.get("precision") or {},
+        attention=metrics.get("attention"),
         packing=metrics.get("packing"),
         distributed=metrics.get("distributed"),
         memory_estimate_mib=_estimate_mib(config, machine),
@@ -380,7 +381,8 @@ def print_summary(record: RunRecord) -> None:
         f"loss      first {_mean(curve[:k]):.4f} -> last {_mean(curve[-k:]):.4f} (mean of {k} logged steps each)",
         f"tokens    {tok.total} seen, {tok.trainable} trained on; {tok.per_second} tok/s"
         + (f"; packing efficiency {tok.packing_efficiency:.2f}" if tok.packing_efficiency else ""),
-        f"compute   {precision.get('compute_dtype', 'n/a')}" + (" autocast" if precision.get("autocast") else ""),
+        f"compute   {precision.get('compute_dtype', 'n/a')}" + (" autocast" if precision.get("autocast") else "")
+        + (f", {record.attention} attention" if record.attention else ""),
         f"params    {params.trainable:,} trainable of {params.total:,}" if params.trainable else "params    n/a",
         f"memory    peak RSS {record.peak_rss_mib} MiB (estimated at most {record.memory_estimate_mib} MiB)",
         f"output    {record.output_dir} ({(record.output_bytes or 0) / 2**20:.1f} MiB)",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tunebook.engines import Setter, cpu_attention, schema_capabilities
+from tunebook.engines import Setter, schema_capabilities
 from tunebook.engines.process import run_worker
 from tunebook.machine import Machine
 from tunebook.runs import RunDir
@@ -29,16 +29,13 @@ capabilities = schema_capabilities
 
 
 def adapt_cpu(cfg: dict, machine: Machine, set_: Setter) -> None:
-    from tunebook.adapt import EAGER_FASTER, UNSET
+    from tunebook.adapt import UNSET
 
     if cfg.get("adapter") in ("lora", "qlora"):
         for key in LORA_KERNEL_KEYS:
             if cfg.get(key) is not False:
                 # Left unset, Axolotl auto-enables Triton LoRA kernels that allocate on "cuda".
                 set_(key, False, "Axolotl's LoRA kernels are Triton/CUDA-only")
-    attn, wanted = cfg.get("attn_implementation"), cpu_attention(CPU_ATTENTION)
-    if attn != wanted and attn in ("sdpa", "eager"):
-        set_("attn_implementation", wanted, EAGER_FASTER if wanted == "eager" else "TUNEBOOK_CPU_ATTENTION")
     plugins = list(cfg.get("plugins") or [])
     if CPU_PLUGIN not in plugins:
         set_("plugins", plugins + [CPU_PLUGIN],

@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 
 NAME = "unsloth"
 WORKER = "tunebook.engines.unsloth_worker"
-CPU_ATTENTION = "sdpa"  # Unsloth's CPU backend patches its own attention path
+# Unsloth's CPU backend is stock transformers underneath and takes `attn_implementation`:
+# eager trains QLoRA 1.16x faster than sdpa here (30 steps of smollm2-qlora: 268.7 vs 232.6
+# tokens/s, same losses), as it does LoRA through Axolotl
+CPU_ATTENTION = "eager"
 capabilities = schema_capabilities
 
 
@@ -70,6 +73,7 @@ HONOURED = {
     "saves_per_epoch": "SFTConfig(save_strategy='epoch') when 1",
     "output_dir": "SFTConfig(output_dir), save_pretrained",
     "bf16": "from_pretrained(dtype): Unsloth picks bf16 where the hardware has it",
+    "attn_implementation": "from_pretrained(attn_implementation)",
     "fp16": "from_pretrained(dtype=float16)",
     "sample_packing": "SFTConfig(packing, BFD, padding-free; restored after its CPU backend clears it)",
     "group_by_length": "SFTConfig(train_sampling_strategy='group_by_length'): batches of like lengths, less padding",
@@ -84,8 +88,7 @@ HONOURED = {
 # Keys that steer only Axolotl internals; under Unsloth they have nothing to mean.
 AXOLOTL_ONLY_OK = {
     "recipe", "model_type", "tokenizer_type", "dataset_prepared_path", "pad_to_sequence_len",
-    "lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel",
-    "attn_implementation", "tf32", "dataloader_num_workers", "dataloader_pin_memory",
+    "lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel", "tf32", "dataloader_num_workers", "dataloader_pin_memory",
 }
 DATASET_KEYS_OK = {"path", "ds_type", "type", "field_messages", "roles_to_train", "train_on_eos"}
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -143,6 +146,7 @@ def model_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
         "trust_remote_code": bool(cfg.get("trust_remote_code")),
         # adapt sets bf16 true/false on CPU from the hardware; None lets Unsloth pick (GPU)
         "dtype": "float16" if cfg.get("fp16") is True else {True: "bfloat16", False: "float32"}.get(cfg.get("bf16")),
+        "attn_implementation": cfg.get("attn_implementation"),
     }
 
 
