@@ -30,6 +30,18 @@ def test_each_lever_resolves_and_changes_what_it_names(lever):
         assert not changed and (lever.env or lever.neighbour or "as shipped" in lever.name)
 
 
+@pytest.mark.parametrize("lever", [lv for lv in bl.LEVERS if "TUNEBOOK_CPU_ATTENTION" in lv.env],
+                         ids=lambda lv: lv.recipe)
+def test_attention_levers_reach_each_engine(lever, monkeypatch):
+    from tunebook.resolve import resolve
+
+    shipped = resolve(RECIPES[lever.recipe], "max_steps=3").adapted["attn_implementation"]
+    for key, value in lever.env.items():
+        monkeypatch.setenv(key, value)
+    cfg = resolve(RECIPES[lever.recipe], "max_steps=3").adapted
+    assert cfg["attn_implementation"] == lever.env["TUNEBOOK_CPU_ATTENTION"] != shipped
+
+
 def test_thread_lever_reaches_the_engine_environment(monkeypatch):
     machine = detect()
     monkeypatch.setenv("TUNEBOOK_THREADS", "1")

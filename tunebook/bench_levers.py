@@ -58,6 +58,7 @@ LEVERS = [
     Lever("busy neighbour: OMP_WAIT_POLICY=PASSIVE (no spin), watcher off", "lora", env=PASSIVE, neighbour=True),
     Lever("busy neighbour: OMP_WAIT_POLICY=ACTIVE, watcher off", "lora", env={**ACTIVE, **NO_WATCH}, neighbour=True),
     Lever("QLoRA as shipped (Unsloth, padded x 8, grouped by length)", "qlora"),
+    Lever("QLoRA, Unsloth, sdpa attention instead of eager", "qlora", env={"TUNEBOOK_CPU_ATTENTION": "sdpa"}),
     Lever("QLoRA, Unsloth, random order (no group_by_length)", "qlora", "group_by_length=false"),
     Lever("QLoRA, Unsloth, micro batch 4 (v6)", "qlora", "micro_batch_size=4"),
     Lever("QLoRA, Unsloth, micro batch 16", "qlora", "micro_batch_size=16"),
