@@ -229,6 +229,15 @@ def test_memory_estimate_counts_the_model_it_trains(runs, method):
         params = sum(f.get_tensor(k).numel() for k in f.keys())
     assert est.params == params
     assert est.trainable == record["params"]["trainable"]
+    # counted in the dtypes the engine held: what it trained is fp32 (master weights under bf16
+    # autocast too), and so are the gradients; a full run's weights are all fp32 masters
+    assert record["precision"]["master_dtype"] == "float32"
+    assert est.gradients == 4 * est.trainable
+    if method == "full":
+        assert est.weights >= 4 * est.params
+    # eager attention keeps its probabilities for the backward; the estimate counts them
+    assert cfg["attn_implementation"] == record["attention"] == "eager"
+    assert estimate({**cfg, "attn_implementation": "sdpa"}, on_gpu=False).activations < est.activations
 
 
 def test_eval_tasks_resolve_to_absolute_existing_files():

@@ -1,7 +1,9 @@
 """Peak-memory estimate of a recipe: weights, adapter, gradients, optimizer, activations.
 
-Rough on purpose (within ~2x of measured peaks): enough to pick hardware before a run, and
-checked against peak RSS of real CPU runs in the tests.
+Rough on purpose: every row counts at `sequence_len` and logits at every position, so a
+padded batch (usually far shorter than sequence_len) is overestimated, up to 4x for the
+smollm2 QLoRA recipe; packed rows are near it (smollm2-full on a CPU: 4585 estimated, 4860
+MiB measured). Enough to pick hardware before a run; every run prints it beside its peak RSS.
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ def estimate(config: dict, on_gpu: bool | None = None) -> Estimate | None:
     four_bit = bool(config.get("load_in_4bit"))
     linear_bytes = 0.5 + 0.03 if four_bit else weight_bytes  # NF4 + double-quantized scales
     weights = spec.linear_params * linear_bytes + (spec.params - spec.linear_params) * weight_bytes
+    full = config.get("adapter") not in ("lora", "qlora")
+    if full and not on_gpu and weight_bytes == 2:
+        # a CPU run keeps fp32 master weights under bf16 autocast (the Axolotl plugin upcasts
+        # what it loaded in bf16), and autocast holds a bf16 copy of each linear weight per step
+        weights = spec.params * 4 + spec.linear_params * 2
     if adapter in ("lora", "qlora"):
         targets = list(spec.linear_shapes()) if config.get("lora_target_linear") else list(
             config.get("lora_target_modules") or ["q_proj", "v_proj"])
@@ -61,7 +68,7 @@ def estimate(config: dict, on_gpu: bool | None = None) -> Estimate | None:
         adapter_bytes = trainable * 4.0
     else:
         trainable, adapter_bytes = spec.params, 0.0
-    grad_bytes = trainable * (4 if adapter else weight_bytes)
+    grad_bytes = trainable * (4 if adapter or not on_gpu else weight_bytes)
     opt = str(config.get("optimizer") or "adamw_torch")
     opt_bytes = trainable * (2 if "8bit" in opt else 8)
     if config.get("rl") == "dpo" and not adapter:
@@ -74,6 +81,10 @@ def estimate(config: dict, on_gpu: bool | None = None) -> Estimate | None:
         activations = spec.layers * b * s * spec.hidden * act_bytes + per_layer
     else:
         activations = spec.layers * per_layer
+    if config.get("attn_implementation") == "eager":
+        # eager keeps each layer's attention probabilities for the backward: fp32 out of the
+        # softmax, bf16/fp32 into the matmul with V (sdpa's flash kernels keep none)
+        activations += spec.layers * b * spec.heads * s * s * (4 + act_bytes)
     activations += 2 * b * s * spec.vocab * 4  # fp32 logits and their gradient
     if config.get("rl") == "dpo":
         activations *= 2  # chosen and rejected

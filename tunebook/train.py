@@ -384,7 +384,7 @@ def print_summary(record: RunRecord) -> None:
         f"compute   {precision.get('compute_dtype', 'n/a')}" + (" autocast" if precision.get("autocast") else "")
         + (f", {record.attention} attention" if record.attention else ""),
         f"params    {params.trainable:,} trainable of {params.total:,}" if params.trainable else "params    n/a",
-        f"memory    peak RSS {record.peak_rss_mib} MiB (estimated at most {record.memory_estimate_mib} MiB)",
+        f"memory    peak RSS {record.peak_rss_mib} MiB (estimated {record.memory_estimate_mib} MiB)",
         f"output    {record.output_dir} ({(record.output_bytes or 0) / 2**20:.1f} MiB)",
         f"adapted   {len(record.adaptations)} settings for {record.machine.kind} (see run.json)",
     ]
