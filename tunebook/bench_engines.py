@@ -217,7 +217,9 @@ def run(recipe: Path, qlora: Path, steps: int, out_dir: Path, echo=print) -> dic
                 r.notes.append(f"exit code {rc}; see {log}")
             results[c.name] = r
             derive(list(results.values()), peaks)
-            echo(f"   {r.tokens_per_s} tok/s, first step {r.time_to_first_step_s} s, peak RSS {r.peak_rss_mib} MiB"
+            speed = (f"{r.tokens_per_s} tok/s" if r.tokens_per_s is not None
+                     else f"tok/s once '{r.tokens_from}' has run (its real tokens per step)")
+            echo(f"   {speed}, first step {r.time_to_first_step_s} s, peak RSS {r.peak_rss_mib} MiB"
                  + (f"  ({'; '.join(r.notes)})" if r.notes else ""))
     derive(list(results.values()), peaks)
     report = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": asdict(machine), "machine_kind": machine.kind,
