@@ -467,7 +467,8 @@ def test_sigterm_stops_the_engine_and_marks_the_run_interrupted(tiny_llama, memo
 
     assert engine_alive()
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 130, proc.stderr.read()
+    # a hang guard, not a bound: the launcher itself gives the engine 10 s before killing it
+    assert proc.wait(timeout=300) == 130, proc.stderr.read()
     assert not engine_alive(), "the engine kept training after its parent was stopped"
     record = json.loads((logs[0].parents[1] / "run.json").read_text())
     assert record["status"] == "interrupted" and (logs[0].parents[1] / "INCOMPLETE").exists()

@@ -72,7 +72,8 @@ for x, a in zip(ids, alone):
 leak = losses(packed_ids, list(range(len(packed_ids))))
 n0 = len(ids[0])
 print(json.dumps({
-    "attention": model.config._attn_implementation, "cleared_by_unsloth": cleared, "restored": restored, "packing": args.packing,
+    "attention": model.config._attn_implementation, "cleared_by_unsloth": cleared, "restored": restored,
+    "packing": args.packing,
     "padding_free": args.padding_free, "batch_keys": sorted(batch), "rows_in_batch": len(starts),
     "batch_tokens": len(pos), "row_tokens": sorted(len(x) for x in ids),
     "labels_masked": int((batch["labels"] == -100).sum()), "max_diff": worst,

@@ -54,8 +54,7 @@ def estimate(config: dict, on_gpu: bool | None = None) -> Estimate | None:
     four_bit = bool(config.get("load_in_4bit"))
     linear_bytes = 0.5 + 0.03 if four_bit else weight_bytes  # NF4 + double-quantized scales
     weights = spec.linear_params * linear_bytes + (spec.params - spec.linear_params) * weight_bytes
-    full = config.get("adapter") not in ("lora", "qlora")
-    if full and not on_gpu and weight_bytes == 2:
+    if adapter not in ("lora", "qlora") and not on_gpu and weight_bytes == 2:
         # a CPU run keeps fp32 master weights under bf16 autocast (the Axolotl plugin upcasts
         # what it loaded in bf16), and autocast holds a bf16 copy of each linear weight per step
         weights = spec.params * 4 + spec.linear_params * 2

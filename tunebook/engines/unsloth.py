@@ -88,7 +88,8 @@ HONOURED = {
 # Keys that steer only Axolotl internals; under Unsloth they have nothing to mean.
 AXOLOTL_ONLY_OK = {
     "recipe", "model_type", "tokenizer_type", "dataset_prepared_path", "pad_to_sequence_len",
-    "lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel", "tf32", "dataloader_num_workers", "dataloader_pin_memory",
+    "lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel", "tf32",
+    "dataloader_num_workers", "dataloader_pin_memory",
 }
 DATASET_KEYS_OK = {"path", "ds_type", "type", "field_messages", "roles_to_train", "train_on_eos"}
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
