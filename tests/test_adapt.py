@@ -28,7 +28,7 @@ def test_cpu_adapts_every_gpu_only_setting_and_records_why():
     assert all(cfg[k] is False for k in LORA_KERNEL_KEYS)
     assert cfg["attn_implementation"] == "eager"
     assert cfg["bf16"] is False and cfg["tf32"] is False
-    assert cfg["optimizer"] == "adamw_torch"
+    assert cfg["optimizer"] == "adamw_torch_fused"
     assert "deepspeed" not in cfg and "wandb_project" not in cfg and cfg["use_wandb"] is False
     assert cfg["dataloader_num_workers"] == 0
     changed = {c.key: c for c in changes}

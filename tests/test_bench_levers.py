@@ -11,7 +11,8 @@ from tunebook.adapt import engine_env
 from tunebook.bench_engines import Result
 from tunebook.machine import detect
 
-RECIPES = {"lora": Path("recipes/smollm2/lora.yaml"), "qlora": Path("recipes/smollm2/qlora.yaml")}
+RECIPES = {"lora": Path("recipes/smollm2/lora.yaml"), "qlora": Path("recipes/smollm2/qlora.yaml"),
+           "full": Path("recipes/smollm2/full.yaml")}
 
 
 @pytest.mark.parametrize("lever", bl.LEVERS, ids=lambda lv: lv.name[:40])
@@ -59,7 +60,8 @@ def test_levers_are_set_against_their_own_recipes_shipped_rate():
     rs = [Result(lora, "-", True, tokens_per_s=200.0), Result(batch, "m", True, tokens_per_s=250.0),
           Result(qlora, "-", True, tokens_per_s=100.0), Result(grouped, "g", True, tokens_per_s=120.0),
           Result("failed", "x", False)]
-    assert sum("as shipped" in lv.name for lv in bl.LEVERS) == 2  # one baseline per recipe
+    assert sum("as shipped" in lv.name for lv in bl.LEVERS) == len(RECIPES)  # one baseline per recipe
+    assert {lv.recipe for lv in bl.LEVERS} == set(RECIPES)
     bl.versus_shipped(rs)
     assert [r.vs_plain_axolotl for r in rs] == [1.0, 1.25, 1.0, 1.2, None]
     report = {"steps": 5, "machine_kind": "cpu-2c-test", "git_commit": "abc", "peaks_flops": {"bf16": 4e11, "fp32": 2e11},

@@ -102,6 +102,17 @@ def test_each_engine_ran_the_attention_the_adaptation_chose(runs):
         assert record["attention"] == "eager", method
 
 
+def test_each_engine_stepped_the_fused_adamw_the_recipes_name(runs):
+    # the for-loop AdamW cost a full fine-tuning step 1.30x on a CPU; run.json says what the
+    # trainer built, read off it at the first step inside the engine process
+    for method in METHODS:
+        launched = yaml.safe_load((runs[method].path / "config.yaml").read_text())
+        record = json.loads((runs[method].path / "run.json").read_text())
+        assert launched["optimizer"] == "adamw_torch_fused", method
+        assert record["optimizer"]["name"] == "AdamW" and record["optimizer"]["fused"] is True, (method, record["optimizer"])
+        assert record["optimizer"]["asked"] == "adamw_torch_fused", method
+
+
 def test_qlora_trained_real_bitsandbytes_4bit_layers(runs, tiny_llama):
     for method in ("qlora", "qlora-axolotl"):
         record = json.loads((runs[method].path / "run.json").read_text())

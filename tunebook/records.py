@@ -100,6 +100,7 @@ class RunRecord(_Record):
     peak_rss_mib: float | None = None
     precision: dict[str, Any] = Field(default_factory=dict)
     attention: str | None = None  # the attention implementation the model ran (eager, sdpa, ...)
+    optimizer: dict[str, Any] | None = None  # name, asked (the engine's optim), fused, foreach: what stepped
     packing: dict[str, Any] | None = None  # the Unsloth engine: packed, strategy, restored_after_unsloth_cpu
     memory_estimate_mib: float | None = None
     params: Params = Field(default_factory=Params)
