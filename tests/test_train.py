@@ -324,6 +324,23 @@ def test_compare_report_lists_every_method_with_the_numbers_of_eval_json(runs, t
         assert f"{acc:.3f}" in line
         assert re.search(rf"- {name}: {e['results']['control_mc']['acc,none']:.3f}", text)
     assert "| base |" in text
+    # nba_mc split by question kind: each model's cell is the mean of its own per-document scores
+    from tunebook.by_kind import doc_rows
+
+    kinds = [d["task"] for d in doc_rows("nba_mc")[:3]]
+    section = text[text.index("## nba_mc by question kind"):].split("\n## ")[0]
+    header = next(l for l in section.splitlines() if l.startswith("| kind |"))
+    assert header.split("|")[4:-1] == [" base ", " smollm2-full ", " smollm2-lora ", " smollm2-qlora "]
+    lora = json.loads((runs["lora"].path / "eval.json").read_text())["per_doc"]["nba_mc"]
+    row = next(l for l in section.splitlines() if l.startswith(f"| {kinds[0]} |"))
+    mine = [s for s, k in zip(lora, kinds) if k == kinds[0]]
+    assert row.split("|")[6].strip().strip("*") == f"{100 * sum(mine) / len(mine):.0f}%"
+    # where the time went: each model's own training wall time and eval seconds, as recorded
+    timing = text[text.index("## Time"):].split("\n## ")[0]
+    for run in picked:
+        e, rec = (json.loads((run.path / f).read_text()) for f in ("eval.json", "run.json"))
+        (line,) = [l for l in timing.splitlines() if l.startswith(f"| {e['recipe']['name']} |")]
+        assert line.split("|")[2:4] == [f" {rec['wall_time_s']:.0f} ", f" {e['seconds']:.0f} "]
     # which base each model was evaluated on: the QLoRA adapter on its 4-bit NF4 base
     evaluated = {l.split(":")[0][2:]: l for l in text.splitlines() if l.startswith("- ") and " + adapter " in l}
     assert set(evaluated) == {"smollm2-lora", "smollm2-qlora"}
@@ -332,7 +349,9 @@ def test_compare_report_lists_every_method_with_the_numbers_of_eval_json(runs, t
     for png in ("task-nba_mc.png", "task-control_mc.png", "cost.png", "loss.png"):
         assert (tmp_path / "report" / png).read_bytes()[:4] == b"\x89PNG"
     page = (tmp_path / "report" / "report.html").read_text()
-    assert page.count("<table>") == 2 and 'src="loss.png"' in page  # quality and cost tables, plots inline
+    # quality, cost, nba_mc by kind, control_mc by topic and time; plots inline
+    assert page.count("<table>") == 5 and 'src="loss.png"' in page
+    assert "## control_mc by question kind" in text
     assert "smollm2-qlora" in page and "<pre>" not in page
 
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunebook import learning_curve, records
+from tunebook import by_kind, learning_curve, records
 from tunebook.evaluate import ensure_eval, lower_is_better, main_metric, quantization_note
 from tunebook.atomic import atomic_path
 from tunebook.paths import PATHS
@@ -91,6 +91,44 @@ def _score(results: dict, metric: str) -> str:
     return _fmt(v) + (f" ± {_fmt(se)}" if isinstance(se, float) else "")
 
 
+def _time_section(rows: list[Row], curves: dict[str, dict]) -> list[str]:
+    """Where a `make compare` from scratch spends its time, from what each step recorded:
+    which part to shorten when the whole takes too long."""
+    def s(v):
+        return v if isinstance(v, (int, float)) else 0.0
+
+    md = ["", "## Time", "", "| model | train wall s | eval s | learning curve s |", "|---|---:|---:|---:|"]
+    totals = [0.0, 0.0, 0.0]
+    for r in rows:
+        parts = [s(r.record.wall_time_s), s(r.eval.seconds), s((curves.get(r.name) or {}).get("seconds"))]
+        totals = [a + b for a, b in zip(totals, parts)]
+        md.append(f"| {r.name} | " + " | ".join(f"{v:.0f}" for v in parts) + " |")
+    md += ["", f"In all {sum(totals) / 60:.1f} min: training {totals[0] / 60:.1f}, evaluating {totals[1] / 60:.1f} "
+           f"(the base and the QLoRA quantization check included, where this report scored them first), learning "
+           f"curves {totals[2] / 60:.1f}. Work reused from earlier runs counts as it took then."]
+    return md
+
+
+def _by_kind_section(rows: list[Row], tasks: list[str]) -> list[str]:
+    """Each multiple-choice task split by question kind, from the per-document scores the
+    evals kept: which kinds training moved, which stay at chance."""
+    md = []
+    for t in tasks:
+        columns = {"base": rows[0].eval.base.per_doc.get(t) or []}
+        columns.update({r.name: r.eval.per_doc.get(t) or [] for r in rows})
+        if not all(columns.values()):
+            continue
+        split = by_kind.split(t, columns)
+        if not split or all(r["chance"] is None for r in split):
+            continue
+        md += ["", f"## {t} by question kind ({main_metric(t).split(',')[0]})", "",
+               "The same scores split by the kind of question (the data's `task` or `topic` field); chance is one over the "
+               "number of choices. A kind still near chance after training is one this model does not learn "
+               "from this data.", ""]
+        md += by_kind.markdown(split, list(columns))
+    return md
+
+
 def build_report(runs: list[RunDir], out_dir: Path) -> Path:
     import matplotlib
 
@@ -133,6 +171,7 @@ def build_report(runs: list[RunDir], out_dir: Path) -> Path:
             md.append(f"- {r.name}: {_fmt(v)} (base {_fmt(b)}, {v - b:+.3f})" if b is not None else f"- {r.name}: {_fmt(v)}")
             if quantization_note(r.eval):
                 md.append(f"  - {quantization_note(r.eval)}")
+    md += _by_kind_section(rows, tasks)
     # plots
     pngs = []
     labels = ["base"] + [r.name for r in rows]
@@ -198,6 +237,7 @@ def build_report(runs: list[RunDir], out_dir: Path) -> Path:
         save_png(fig, out_dir / "learning-curve.png")
         plt.close(fig)
         pngs.append(out_dir / "learning-curve.png")
+    md += _time_section(rows, saved)
     md += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs]
     md += ["", "Runs: " + ", ".join(f"`{r.path}`" for r in runs)]
     text = "\n".join(md) + "\n"

@@ -12,6 +12,7 @@ the same first `CAP` documents: ~2 minutes a point on 2 cores, where the whole 4
 from __future__ import annotations
 
 import json
+import time
 import math
 import re
 import statistics
@@ -128,7 +129,8 @@ def ensure(run: RunDir, limit: int | None) -> list[Point]:
         saved = json.loads(path.read_text())
         if saved.get("limit") == curve_limit(limit) and saved.get("task") == TASK:
             return [Point(**p) for p in saved["points"]]
+    t0 = time.time()
     points = compute(run, limit)
     atomic_write_json(path, {"task": TASK, "metric": METRIC, "limit": curve_limit(limit),
-                             "points": [asdict(p) for p in points]})
+                             "points": [asdict(p) for p in points], "seconds": round(time.time() - t0, 1)})
     return points
