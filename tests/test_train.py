@@ -109,7 +109,8 @@ def test_each_engine_stepped_the_fused_adamw_the_recipes_name(runs):
         launched = yaml.safe_load((runs[method].path / "config.yaml").read_text())
         record = json.loads((runs[method].path / "run.json").read_text())
         assert launched["optimizer"] == "adamw_torch_fused", method
-        assert record["optimizer"]["name"] == "AdamW" and record["optimizer"]["fused"] is True, (method, record["optimizer"])
+        stepped = record["optimizer"]
+        assert stepped["name"] == "AdamW" and stepped["fused"] is True, (method, stepped)
         assert record["optimizer"]["asked"] == "adamw_torch_fused", method
 
 

@@ -122,9 +122,9 @@ def _by_kind_section(rows: list[Row], tasks: list[str]) -> list[str]:
         if not split or all(r["chance"] is None for r in split):
             continue
         md += ["", f"## {t} by question kind ({main_metric(t).split(',')[0]})", "",
-               "The same scores split by the kind of question (the data's `task` or `topic` field); chance is one over the "
-               "number of choices. A kind still near chance after training is one this model does not learn "
-               "from this data.", ""]
+               "The same scores split by the kind of question (the data's `task` or `topic` field); chance is "
+               "one over the number of choices. A kind still near chance after training is one this model "
+               "does not learn from this data.", ""]
         md += by_kind.markdown(split, list(columns))
     return md
 

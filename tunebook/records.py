@@ -100,7 +100,8 @@ class RunRecord(_Record):
     peak_rss_mib: float | None = None
     precision: dict[str, Any] = Field(default_factory=dict)
     attention: str | None = None  # the attention implementation the model ran (eager, sdpa, ...)
-    optimizer: dict[str, Any] | None = None  # name, asked (the engine's optim), fused, foreach: what stepped
+    # what stepped: name, fused, foreach; asked = the trainer's `optim` after any engine changed it
+    optimizer: dict[str, Any] | None = None
     packing: dict[str, Any] | None = None  # the Unsloth engine: packed, strategy, restored_after_unsloth_cpu
     memory_estimate_mib: float | None = None
     params: Params = Field(default_factory=Params)
