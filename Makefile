@@ -66,8 +66,8 @@ bench: ## nightly matrix -> bench/history.sqlite + bench/plots/; exits 1 on a re
 bench-levers: ## each speed lever vs the shipped recipe, one run each -> bench/levers/ [STEPS=20] [ONLY=regex]
 	$(TB) bench-levers $(if $(STEPS),--steps $(STEPS)) $(if $(ONLY),--only "$(ONLY)")
 
-profile: ## where a training step's time goes (torch.profiler, a few real steps) RECIPE=... [ARGS=...] [ENGINE=...]
-	$(TB) profile $(RECIPE) --args "$(ARGS)" $(if $(ENGINE),--engine $(ENGINE))
+profile: ## where a training step's time goes (torch.profiler, a few real steps) RECIPE=... [ARGS=...] [ENGINE=...] [SHAPES=1]
+	$(TB) profile $(RECIPE) --args "$(ARGS)" $(if $(ENGINE),--engine $(ENGINE)) $(if $(SHAPES),--shapes)
 
 bench-engines: ## plain axolotl vs tunebook (axolotl, unsloth) vs transformers+peft, same steps -> bench/engines/ [STEPS=20]
 	$(TB) bench-engines $(if $(STEPS),--steps $(STEPS))

@@ -24,8 +24,11 @@ def test_ops_fold_into_kinds_that_sum_to_one():
 @pytest.mark.parametrize("method,dequant", [("lora", False), pytest.param("qlora", True, marks=pytest.mark.matrix)])
 def test_profile_of_a_real_tiny_run(method, dequant, tiny_llama, memorise_data, tmp_path):
     recipe = write_tiny_recipe(Path(f"recipes/smollm2/{method}.yaml"), tmp_path / "r.yaml", tiny_llama, memorise_data)
-    p = profile(recipe, "", first=2, last=3, runs_root=tmp_path / "runs")
+    p = profile(recipe, "", first=2, last=3, runs_root=tmp_path / "runs", shapes=method == "lora")
     # what ran, not how fast: op names and shares, never a time threshold (CI machines are busy)
     assert p.steps == 2 and p.tokens > 0
     assert "matmul" in p.kinds and ("4-bit dequantise" in p.kinds) is dequant
     assert abs(sum(p.kinds.values()) - 1) < 1e-6 and "where the time goes" in table(p)
+    # split by shapes (LoRA's case): each matmul row names its operands' sizes
+    mm = [o["name"] for o in p.top if o["name"].startswith("aten::mm")]
+    assert mm and all((" [[" in name) is (method == "lora") for name in mm), p.top

@@ -114,6 +114,29 @@ def test_each_engine_stepped_the_fused_adamw_the_recipes_name(runs):
         assert record["optimizer"]["asked"] == "adamw_torch_fused", method
 
 
+def test_no_engine_recomputed_the_forward_the_recipe_did_not_ask_to(runs):
+    # TRL's SFTConfig turned gradient checkpointing on under the Unsloth engine (1.5x the
+    # matmuls of a step); run.json says what the model ran, read at its first step
+    for method in METHODS:
+        launched = yaml.safe_load((runs[method].path / "config.yaml").read_text())
+        record = json.loads((runs[method].path / "run.json").read_text())
+        assert launched["gradient_checkpointing"] is False, method
+        assert record["gradient_checkpointing"] is False, method
+
+
+def test_checkpointing_in_use_reads_the_layers(tiny_llama):
+    from transformers import AutoModelForCausalLM
+
+    from tunebook.engines.timing import checkpointing_in_use
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    assert checkpointing_in_use(model) is False
+    model.gradient_checkpointing_enable()
+    assert checkpointing_in_use(model) is True
+    model.gradient_checkpointing_disable()
+    assert checkpointing_in_use(model) is False
+
+
 def test_qlora_trained_real_bitsandbytes_4bit_layers(runs, tiny_llama):
     for method in ("qlora", "qlora-axolotl"):
         record = json.loads((runs[method].path / "run.json").read_text())

@@ -26,7 +26,7 @@ CFG = {
 def test_model_and_peft_mapping():
     assert U.model_kwargs(CFG) == {"model_name": "m", "max_seq_length": 256, "load_in_4bit": True,
                                    "load_in_8bit": False, "full_finetuning": False, "trust_remote_code": False,
-                                   "dtype": None, "attn_implementation": None}
+                                   "dtype": None, "attn_implementation": None, "use_gradient_checkpointing": "unsloth"}
     assert U.peft_kwargs(CFG) == {"r": 8, "target_modules": ["q_proj", "v_proj"], "lora_alpha": 16,
                                   "lora_dropout": 0.05, "bias": "none", "use_gradient_checkpointing": "unsloth",
                                   "random_state": 7, "use_rslora": True}
@@ -35,6 +35,8 @@ def test_model_and_peft_mapping():
     assert U.model_kwargs({**CFG, "adapter": None, "load_in_4bit": False})["full_finetuning"] is True
     assert U.model_kwargs({**CFG, "fp16": True})["dtype"] == "float16"
     assert U.model_kwargs({**CFG, "attn_implementation": "eager"})["attn_implementation"] == "eager"
+    # from_pretrained's own default is "unsloth": the recipe's false must reach it too
+    assert U.model_kwargs({**CFG, "gradient_checkpointing": False})["use_gradient_checkpointing"] is False
 
 
 def test_trainer_mapping():
@@ -47,6 +49,10 @@ def test_trainer_mapping():
     assert U.sft_kwargs({**CFG, "warmup_steps": 4})["warmup_steps"] == 4
     assert U.sft_kwargs({**CFG, "max_steps": None})["max_steps"] == -1
     assert k["train_sampling_strategy"] == "random"
+    # TRL's SFTConfig defaults gradient checkpointing on; the recipe's key decides either way
+    assert k["gradient_checkpointing"] is True
+    assert U.sft_kwargs({**CFG, "gradient_checkpointing": False})["gradient_checkpointing"] is False
+    assert U.sft_kwargs({k: v for k, v in CFG.items() if k != "gradient_checkpointing"})["gradient_checkpointing"] is False
     assert U.sft_kwargs({**CFG, "group_by_length": True})["train_sampling_strategy"] == "group_by_length"
     from trl import SFTConfig  # the names must be SFTConfig's own (transformers 5 renamed some)
 

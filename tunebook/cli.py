@@ -278,7 +278,7 @@ def _cmd_bench_engines(a) -> int:
 def _cmd_profile(a) -> int:
     from tunebook.profile_step import profile, table
 
-    print(table(profile(a.recipe, a.args, engine=a.engine, first=a.first, last=a.last)))
+    print(table(profile(a.recipe, a.args, engine=a.engine, first=a.first, last=a.last, shapes=a.shapes)))
     return 0
 
 
@@ -425,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default=None, choices=["axolotl", "unsloth"])
     p.add_argument("--first", type=int, default=3, help="first profiled step (earlier ones warm up)")
     p.add_argument("--last", type=int, default=6)
+    p.add_argument("--shapes", action="store_true", help="split each op by its input shapes")
     p.set_defaults(fn=_cmd_profile)
 
     p = sub.add_parser("bench", help="run the nightly matrix, append to bench/history.sqlite, flag regressions")

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunebook.engines.timing import PROFILE_ENV
+from tunebook.engines.timing import PROFILE_ENV, SHAPES_ENV
 from tunebook.paths import PATHS
 
 # First match wins; names are torch/bitsandbytes op names as the profiler reports them.
@@ -63,17 +63,22 @@ def fold(ops: list[dict]) -> dict[str, float]:
 
 
 def profile(recipe: str | Path, args: str = "", engine: str | None = None, first: int = 3, last: int = 6,
-            runs_root: Path = PATHS.profile_runs) -> StepProfile:
-    """Profile steps first..last (the first steps pay one-time costs: warm-up, allocator)."""
+            runs_root: Path = PATHS.profile_runs, shapes: bool = False) -> StepProfile:
+    """Profile steps first..last (the first steps pay one-time costs: warm-up, allocator).
+    `shapes` splits each op by its input shapes: how many matmuls of which size a step ran is
+    what showed the Unsloth engine recomputing its forward (gradient checkpointing left on)."""
     from tunebook.train import train
 
     out = Path(tempfile.mkdtemp(prefix="tunebook-profile-")) / "profile.json"
     extra = f"max_steps={last} save_strategy=no save_steps=null"
     os.environ[PROFILE_ENV] = f"{first}:{last}:{out}"
+    if shapes:
+        os.environ[SHAPES_ENV] = "1"
     try:
         run = train(recipe, f"{args} {extra}".strip(), engine=engine, runs_root=runs_root, echo=False)
     finally:
         os.environ.pop(PROFILE_ENV, None)
+        os.environ.pop(SHAPES_ENV, None)
     raw = json.loads(out.read_text(encoding="utf-8"))
     rec = run.read_record()
     return StepProfile(recipe=str(recipe), engine=rec.engine, steps=raw["steps"], wall_s=raw["wall_s"],

@@ -102,6 +102,7 @@ class RunRecord(_Record):
     attention: str | None = None  # the attention implementation the model ran (eager, sdpa, ...)
     # what stepped: name, fused, foreach; asked = the trainer's `optim` after any engine changed it
     optimizer: dict[str, Any] | None = None
+    gradient_checkpointing: bool | None = None  # as the model ran at its first step
     packing: dict[str, Any] | None = None  # the Unsloth engine: packed, strategy, restored_after_unsloth_cpu
     memory_estimate_mib: float | None = None
     params: Params = Field(default_factory=Params)

@@ -272,6 +272,7 @@ def _finished(run: RunDir, record: RunRecord, config: dict, machine: Machine, me
         precision=metrics.get("precision") or {},
         attention=metrics.get("attention"),
         optimizer=metrics.get("optimizer"),
+        gradient_checkpointing=metrics.get("gradient_checkpointing"),
         packing=metrics.get("packing"),
         distributed=metrics.get("distributed"),
         memory_estimate_mib=_estimate_mib(config, machine),
@@ -385,7 +386,8 @@ def print_summary(record: RunRecord) -> None:
         f"compute   {precision.get('compute_dtype', 'n/a')}" + (" autocast" if precision.get("autocast") else "")
         + (f", {record.attention} attention" if record.attention else "")
         + (f", {record.optimizer['name']}" + (" (fused)" if record.optimizer.get("fused") else "")
-           if record.optimizer else ""),
+           if record.optimizer else "")
+        + (", gradient checkpointing" if record.gradient_checkpointing else ""),
         f"params    {params.trainable:,} trainable of {params.total:,}" if params.trainable else "params    n/a",
         f"memory    peak RSS {record.peak_rss_mib} MiB (estimated {record.memory_estimate_mib} MiB)",
         f"output    {record.output_dir} ({(record.output_bytes or 0) / 2**20:.1f} MiB)",

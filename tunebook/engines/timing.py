@@ -8,6 +8,7 @@ sees each batch exactly as the model gets it, padding and packing included.
 
 from __future__ import annotations
 
+import os
 import time
 
 FIRST_STEP: dict[str, float] = {}
@@ -17,6 +18,7 @@ WATCH: dict = {}
 TRIM: dict = {}  # the memory trimmer (engines/heap_trim.py), for the metrics
 NONFINITE: dict = {}  # the first optimizer step whose loss was NaN or inf, and the value
 OPTIMIZER: dict = {}  # the optimizer the trainer built, as seen at its first step
+CHECKPOINTING: dict = {}  # whether the model recomputed its forward in the backward, ditto
 
 
 def real_tokens(inputs, pad_token_id: int | None = None) -> tuple[int, int]:
@@ -46,6 +48,7 @@ def real_tokens(inputs, pad_token_id: int | None = None) -> tuple[int, int]:
 
 
 PROFILE_ENV = "TUNEBOOK_PROFILE"  # "<first step>:<last step>:<output .json>", set by `tunebook profile`
+SHAPES_ENV = "TUNEBOOK_PROFILE_SHAPES"  # set: ops split by input shapes (`make profile SHAPES=1`)
 
 
 def install() -> None:
@@ -70,6 +73,7 @@ def install() -> None:
         FIRST_STEP.setdefault("start", time.time())
         if not OPTIMIZER:
             OPTIMIZER.update(optimizer_in_use(self))
+            CHECKPOINTING["on"] = checkpointing_in_use(model)
         tok = getattr(self, "processing_class", None)
         real, slots = real_tokens(inputs, getattr(tok, "pad_token_id", None))
         TOKENS["real"] += real
@@ -188,6 +192,13 @@ def optimizer_in_use(trainer) -> dict:
             "fused": bool(defaults.get("fused")), "foreach": defaults.get("foreach")}
 
 
+def checkpointing_in_use(model) -> bool:
+    """Whether any module recomputes its forward in the backward (transformers and Unsloth
+    both flag the layers they wrap): an engine's default can turn it on behind the recipe's
+    back, as TRL's SFTConfig did for the Unsloth engine, costing 1.5x the matmuls of a step."""
+    return any(bool(getattr(m, "gradient_checkpointing", False)) for m in model.modules())
+
+
 def precision(args, model) -> dict:
     """What the matmuls really ran in (the trainer's autocast dtype if any, else the weights'),
     and what the optimizer updates (`master_dtype`): bf16 there would lose small updates."""
@@ -217,7 +228,8 @@ class _StepProfiler:
 
         self.step += 1
         if self.step == self.first:
-            self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                               record_shapes=bool(os.environ.get(SHAPES_ENV)))
             self.prof.__enter__()
             self.t0 = time.time()
         if self.prof is not None:
@@ -230,8 +242,10 @@ class _StepProfiler:
 
         wall = time.time() - self.t0
         self.prof.__exit__(None, None, None)
-        ops = [{"name": e.key, "self_cpu_s": e.self_cpu_time_total / 1e6, "calls": e.count}
-               for e in self.prof.key_averages() if e.self_cpu_time_total > 0]
+        shapes = bool(os.environ.get(SHAPES_ENV))
+        ops = [{"name": e.key + (f" {e.input_shapes}" if shapes else ""), "self_cpu_s": e.self_cpu_time_total / 1e6,
+                "calls": e.count}
+               for e in self.prof.key_averages(group_by_input_shape=shapes) if e.self_cpu_time_total > 0]
         ops.sort(key=lambda o: -o["self_cpu_s"])
         with open(self.out, "w", encoding="utf-8") as f:
             json.dump({"steps": self.last - self.first + 1, "wall_s": round(wall, 3), "tokens": self.tokens,

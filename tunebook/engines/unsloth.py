@@ -148,6 +148,9 @@ def model_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
         # adapt sets bf16 true/false on CPU from the hardware; None lets Unsloth pick (GPU)
         "dtype": "float16" if cfg.get("fp16") is True else {True: "bfloat16", False: "float32"}.get(cfg.get("bf16")),
         "attn_implementation": cfg.get("attn_implementation"),
+        # from_pretrained's own default is "unsloth" (offloaded checkpointing, a second forward
+        # per step); get_peft_model's False alone does not undo it
+        "use_gradient_checkpointing": "unsloth" if cfg.get("gradient_checkpointing") else False,
     }
 
 
@@ -195,6 +198,9 @@ def sft_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
         # transformers 5 folded group_by_length into the sampling strategy (as Axolotl maps it)
         "train_sampling_strategy": "group_by_length" if cfg.get("group_by_length") else "random",
         "dataloader_num_workers": 0,
+        # TRL's SFTConfig defaults to True (recomputing every forward in the backward: 1.5x the
+        # matmuls of a step); the recipe's key decides, as it does for Axolotl
+        "gradient_checkpointing": bool(cfg.get("gradient_checkpointing")),
     }
     if cfg.get("save_steps"):
         out["save_steps"] = cfg["save_steps"]

@@ -96,6 +96,7 @@ def common_metrics(t0: float, args, model) -> dict[str, Any]:
         **timing.token_counts(),
         "precision": timing.precision(args, model),
         "optimizer": dict(timing.OPTIMIZER) or None,
+        "gradient_checkpointing": timing.CHECKPOINTING.get("on"),
         # what the model really ran, whatever the recipe asked (an engine may pick its own)
         "attention": getattr(getattr(model, "config", None), "_attn_implementation", None),
         "linear4bit_modules": count_linear4bit(model),
