@@ -26,9 +26,9 @@ CFG = {
 def test_model_and_peft_mapping():
     assert U.model_kwargs(CFG) == {"model_name": "m", "max_seq_length": 256, "load_in_4bit": True,
                                    "load_in_8bit": False, "full_finetuning": False, "trust_remote_code": False,
-                                   "dtype": None, "attn_implementation": None, "use_gradient_checkpointing": "unsloth"}
+                                   "dtype": None, "attn_implementation": None, "use_gradient_checkpointing": True}
     assert U.peft_kwargs(CFG) == {"r": 8, "target_modules": ["q_proj", "v_proj"], "lora_alpha": 16,
-                                  "lora_dropout": 0.05, "bias": "none", "use_gradient_checkpointing": "unsloth",
+                                  "lora_dropout": 0.05, "bias": "none", "use_gradient_checkpointing": True,
                                   "random_state": 7, "use_rslora": True}
     assert U.peft_kwargs({**CFG, "lora_target_linear": True})["target_modules"] == U.ALL_LINEAR
     assert U.peft_kwargs({**CFG, "adapter": None}) is None
@@ -37,6 +37,8 @@ def test_model_and_peft_mapping():
     assert U.model_kwargs({**CFG, "attn_implementation": "eager"})["attn_implementation"] == "eager"
     # from_pretrained's own default is "unsloth": the recipe's false must reach it too
     assert U.model_kwargs({**CFG, "gradient_checkpointing": False})["use_gradient_checkpointing"] is False
+    # Axolotl's "offload" (activations moved off the GPU) is Unsloth's own "unsloth" mode
+    assert U.peft_kwargs({**CFG, "gradient_checkpointing": "offload"})["use_gradient_checkpointing"] == "unsloth"
 
 
 def test_trainer_mapping():

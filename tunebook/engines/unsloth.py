@@ -52,7 +52,8 @@ HONOURED = {
     "lora_target_modules": "get_peft_model(target_modules)",
     "lora_target_linear": "get_peft_model(target_modules=all linear projections)",
     "peft_use_rslora": "get_peft_model(use_rslora)",
-    "gradient_checkpointing": "get_peft_model(use_gradient_checkpointing='unsloth')",
+    "gradient_checkpointing": "from_pretrained/get_peft_model(use_gradient_checkpointing: true -> True, "
+                              "offload -> 'unsloth'), SFTConfig(gradient_checkpointing)",
     "seed": "get_peft_model(random_state), SFTConfig(seed)",
     "chat_template": "tokenizer.chat_template (Axolotl's template of that name)",
     "datasets": "one chat_template JSONL dataset -> text via the chat template",
@@ -150,8 +151,16 @@ def model_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
         "attn_implementation": cfg.get("attn_implementation"),
         # from_pretrained's own default is "unsloth" (offloaded checkpointing, a second forward
         # per step); get_peft_model's False alone does not undo it
-        "use_gradient_checkpointing": "unsloth" if cfg.get("gradient_checkpointing") else False,
+        "use_gradient_checkpointing": checkpointing(cfg),
     }
+
+
+def checkpointing(cfg: dict[str, Any]) -> bool | str:
+    """Axolotl's meaning in Unsloth's words: `true` recomputes each layer's forward (plain
+    checkpointing), "offload" / "offload_disk" also move the saved activations off the GPU,
+    which is what Unsloth's own "unsloth" mode does."""
+    value = cfg.get("gradient_checkpointing")
+    return "unsloth" if value in ("offload", "offload_disk") else bool(value)
 
 
 def peft_kwargs(cfg: dict[str, Any]) -> dict[str, Any] | None:
@@ -165,7 +174,7 @@ def peft_kwargs(cfg: dict[str, Any]) -> dict[str, Any] | None:
         "lora_alpha": int(cfg.get("lora_alpha") or 16),
         "lora_dropout": float(cfg.get("lora_dropout") or 0.0),
         "bias": "none",
-        "use_gradient_checkpointing": "unsloth" if cfg.get("gradient_checkpointing") else False,
+        "use_gradient_checkpointing": checkpointing(cfg),
         "random_state": int(cfg.get("seed") or 42),
         "use_rslora": bool(cfg.get("peft_use_rslora")),
     }
