@@ -54,7 +54,8 @@ def test_trainer_mapping():
     # TRL's SFTConfig defaults gradient checkpointing on; the recipe's key decides either way
     assert k["gradient_checkpointing"] is True
     assert U.sft_kwargs({**CFG, "gradient_checkpointing": False})["gradient_checkpointing"] is False
-    assert U.sft_kwargs({k: v for k, v in CFG.items() if k != "gradient_checkpointing"})["gradient_checkpointing"] is False
+    unset = {k: v for k, v in CFG.items() if k != "gradient_checkpointing"}
+    assert U.sft_kwargs(unset)["gradient_checkpointing"] is False
     assert U.sft_kwargs({**CFG, "group_by_length": True})["train_sampling_strategy"] == "group_by_length"
     from trl import SFTConfig  # the names must be SFTConfig's own (transformers 5 renamed some)
 
