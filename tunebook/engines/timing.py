@@ -73,6 +73,7 @@ def install() -> None:
         FIRST_STEP.setdefault("start", time.time())
         if not OPTIMIZER:
             OPTIMIZER.update(optimizer_in_use(self))
+        if "on" not in CHECKPOINTING:  # once: it walks every module
             CHECKPOINTING["on"] = checkpointing_in_use(model)
         tok = getattr(self, "processing_class", None)
         real, slots = real_tokens(inputs, getattr(tok, "pad_token_id", None))
@@ -221,6 +222,7 @@ class _StepProfiler:
     def __init__(self, spec: str):
         first, last, out = spec.split(":", 2)
         self.first, self.last, self.out = int(first), int(last), out
+        self.shapes = bool(os.environ.get(SHAPES_ENV))
         self.step, self.prof, self.tokens, self.t0 = 0, None, 0, 0.0
 
     def before(self, real: int) -> None:
@@ -229,7 +231,7 @@ class _StepProfiler:
         self.step += 1
         if self.step == self.first:
             self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                               record_shapes=bool(os.environ.get(SHAPES_ENV)))
+                                               record_shapes=self.shapes)
             self.prof.__enter__()
             self.t0 = time.time()
         if self.prof is not None:
@@ -242,10 +244,9 @@ class _StepProfiler:
 
         wall = time.time() - self.t0
         self.prof.__exit__(None, None, None)
-        shapes = bool(os.environ.get(SHAPES_ENV))
-        ops = [{"name": e.key + (f" {e.input_shapes}" if shapes else ""), "self_cpu_s": e.self_cpu_time_total / 1e6,
-                "calls": e.count}
-               for e in self.prof.key_averages(group_by_input_shape=shapes) if e.self_cpu_time_total > 0]
+        ops = [{"name": e.key + (f" {e.input_shapes}" if self.shapes else ""),
+                "self_cpu_s": e.self_cpu_time_total / 1e6, "calls": e.count}
+               for e in self.prof.key_averages(group_by_input_shape=self.shapes) if e.self_cpu_time_total > 0]
         ops.sort(key=lambda o: -o["self_cpu_s"])
         with open(self.out, "w", encoding="utf-8") as f:
             json.dump({"steps": self.last - self.first + 1, "wall_s": round(wall, 3), "tokens": self.tokens,
