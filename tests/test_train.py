@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from conftest import METHODS, STEPS, _recipe_of, write_tiny_recipe  # noqa: F401 (runs: conftest)
+from tunebook.engines.allocator import find_tcmalloc
 from tunebook.errors import TunebookError
 from tunebook.recipe import load_recipe
 from tunebook.runs import MARKER, RunDir, dir_size
@@ -49,6 +50,8 @@ def test_run_directory_is_complete(runs, method):
     assert len(record["loss_curve"]) == STEPS and record["steps"] == STEPS
     assert record["tokens"]["total"] >= record["tokens"]["trainable"] > 0
     assert record["timing"]["malloc_trim"]["enabled"] is True  # engines/heap_trim.py, both engines
+    # the allocator the engine process really ran on (engines/allocator.py), both engines
+    assert record["timing"]["allocator"] == ("tcmalloc" if find_tcmalloc() else "glibc")
     launched = yaml.safe_load((run.path / "config.yaml").read_text())
     assert launched["output_dir"] == str(run.output)
     assert launched["max_steps"] == STEPS

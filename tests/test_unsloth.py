@@ -64,7 +64,8 @@ def test_trainer_mapping():
 
 def test_every_honoured_key_is_mapped_somewhere():
     mapped = set(CFG) | {"load_in_8bit", "fp16", "bf16", "attn_implementation", "lora_target_linear", "warmup_steps", "save_strategy",
-                         "save_steps", "group_by_length", "chat_template", "bnb_config_kwargs", "val_set_size", "use_wandb",
+                         "save_steps", "group_by_length", "chat_template", "pad_to_sequence_len", "pad_to_multiple_of",
+                         "bnb_config_kwargs", "val_set_size", "use_wandb",  # (padding: tests/test_allocator.py)
                          # trackers: report_to below; the MLflow store and run reach the engine as MLFLOW_* variables
                          "use_tensorboard", "use_mlflow", "mlflow_tracking_uri", "mlflow_experiment_name"}
     assert set(U.HONOURED) <= mapped

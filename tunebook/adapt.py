@@ -134,7 +134,8 @@ def _adapt_cpu_precision(cfg: dict, changes: list[Change], machine: Machine) -> 
         _set(cfg, "bf16", False, why, changes)
 
 
-def engine_env(machine: Machine, online: bool = False, nproc: int = 1) -> tuple[dict[str, str], list[Change]]:
+def engine_env(machine: Machine, online: bool = False, nproc: int = 1,
+               allocator: bool = True) -> tuple[dict[str, str], list[Change]]:
     """Environment for the engine process: offline hubs, every core we were given, and
     OpenMP threads that sleep rather than spin while they wait.
 
@@ -161,5 +162,11 @@ def engine_env(machine: Machine, online: bool = False, nproc: int = 1) -> tuple[
            "OMP_WAIT_POLICY": "waiting threads sleep (OpenMP runtimes other than libgomp)",
            "GOMP_SPINCOUNT": "spin ~0.1 ms, then sleep: 1.4x faster when idle; the engine gives up a thread "
                              "while another process keeps a core busy (engines/threads.py)"}
+    if allocator:  # training engines (engines/allocator.py); `allocator=False` keeps glibc's malloc
+        from tunebook.engines.allocator import preload_env
+
+        preload, reason = preload_env()
+        env.update(preload)
+        why.update({k: reason for k in preload})
     changes = [Change(f"env.{k}", _UNSET, v, why.get(k, "offline run")) for k, v in env.items()]
     return env, changes

@@ -36,8 +36,9 @@ NO_WATCH = {"TUNEBOOK_ADAPTIVE_THREADS": "0"}
 
 LEVERS = [
     Lever("LoRA as shipped (packed 512 x 1, bf16 autocast, eager attention, all cores, 0.1 ms spin, "
-          "neighbour watcher)", "lora"),
+          "neighbour watcher, tcmalloc)", "lora"),
     Lever("fp32 instead of bf16", "lora", "bf16=false"),
+    Lever("glibc malloc instead of tcmalloc (engines/allocator.py)", "lora", env={"TUNEBOOK_ALLOCATOR": "glibc"}),
     Lever("1 thread", "lora", env={"TUNEBOOK_THREADS": "1"}),
     # libgomp (torch's OpenMP): an explicit GOMP_SPINCOUNT overrides the policy's spin count
     # (PASSIVE 0, unset 300k, ACTIVE 3e10; ~100k spins a millisecond)
@@ -59,8 +60,10 @@ LEVERS = [
     Lever("busy neighbour: OMP_WAIT_POLICY=ACTIVE, watcher off", "lora", env={**ACTIVE, **NO_WATCH}, neighbour=True),
     Lever("LoRA, for-loop AdamW (adamw_torch) instead of fused", "lora", "optimizer=adamw_torch"),
     Lever("full fine-tuning as shipped (packed 512 x 1, bf16 autocast, fp32 masters, fused AdamW)", "full"),
+    Lever("full fine-tuning, glibc malloc instead of tcmalloc", "full", env={"TUNEBOOK_ALLOCATOR": "glibc"}),
     Lever("full fine-tuning, for-loop AdamW (adamw_torch) instead of fused", "full", "optimizer=adamw_torch"),
     Lever("QLoRA as shipped (Unsloth, padded x 8, grouped by length, gradient checkpointing)", "qlora"),
+    Lever("QLoRA, Unsloth, glibc malloc instead of tcmalloc", "qlora", env={"TUNEBOOK_ALLOCATOR": "glibc"}),
     Lever("QLoRA, Unsloth, gradient checkpointing off (faster, every activation kept)", "qlora",
           "gradient_checkpointing=false"),
     Lever("QLoRA, Unsloth, gradient checkpointing off, sdpa attention", "qlora", "gradient_checkpointing=false",

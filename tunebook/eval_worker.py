@@ -36,7 +36,7 @@ def score_in_processes(cfg: dict, weights: Path, tasks: list[str], limit: int | 
     from tunebook.machine import detect
 
     launch = Launch(nproc=nproc, master_port=_free_port())
-    env, _ = engine_env(detect(), nproc=nproc)
+    env, _ = engine_env(detect(), nproc=nproc, allocator=False)  # measured for training only
     with tempfile.TemporaryDirectory(prefix="tunebook-eval-") as tmp:
         spec, out = Path(tmp) / "spec.json", Path(tmp) / "scores.json"
         spec.write_text(json.dumps({"cfg": cfg, "weights": str(weights), "tasks": list(tasks), "limit": limit,

@@ -279,7 +279,8 @@ def _finished(run: RunDir, record: RunRecord, config: dict, machine: Machine, me
         params={"trainable": metrics.get("trainable_params"), "total": metrics.get("total_params"),
                 "linear4bit_modules": metrics.get("linear4bit_modules")},
         timing={**(metrics.get("timing") or {}), "time_to_first_step_s": metrics.get("time_to_first_step_s"),
-                "threads": metrics.get("threads"), "malloc_trim": metrics.get("malloc_trim")},
+                "threads": metrics.get("threads"), "malloc_trim": metrics.get("malloc_trim"),
+                "allocator": metrics.get("allocator")},
         loss_curve=curve,
         last_log=next((e for e in reversed(metrics.get("log_history", [])) if "loss" in e), {}),
         final_loss=curve[-1]["loss"] if curve else None,
@@ -389,7 +390,8 @@ def print_summary(record: RunRecord) -> None:
            if record.optimizer else "")
         + (", gradient checkpointing" if record.gradient_checkpointing else ""),
         f"params    {params.trainable:,} trainable of {params.total:,}" if params.trainable else "params    n/a",
-        f"memory    peak RSS {record.peak_rss_mib} MiB (estimated {record.memory_estimate_mib} MiB)",
+        f"memory    peak RSS {record.peak_rss_mib} MiB (estimated {record.memory_estimate_mib} MiB)"
+        + (f", {record.timing['allocator']} malloc" if record.timing.get("allocator") else ""),
         f"output    {record.output_dir} ({(record.output_bytes or 0) / 2**20:.1f} MiB)",
         f"adapted   {len(record.adaptations)} settings for {record.machine.kind} (see run.json)",
     ]

@@ -60,8 +60,18 @@ class Trimmer:
 
 
 def _malloc_trim():
+    """The allocator's own call that hands free pages back: gperftools' tcmalloc when the engine
+    runs with it preloaded (engines/allocator.py; glibc's malloc_trim would find nothing there to
+    give back: its heap is not the one in use), else glibc's."""
     if os.environ.get("TUNEBOOK_MALLOC_TRIM", "1") == "0":
         return None
+    try:
+        release = ctypes.CDLL(None).MallocExtension_ReleaseFreeMemory
+    except (OSError, AttributeError):
+        release = None
+    if release is not None:
+        release.argtypes, release.restype = [], None
+        return lambda _pad: release()
     try:
         trim = ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):

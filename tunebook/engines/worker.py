@@ -88,7 +88,7 @@ def count_linear4bit(model) -> int:
 
 
 def common_metrics(t0: float, args, model) -> dict[str, Any]:
-    from tunebook.engines import timing
+    from tunebook.engines import allocator, timing
 
     return {
         "time_to_first_step_s": timing.time_to_first_step(t0),
@@ -105,6 +105,7 @@ def common_metrics(t0: float, args, model) -> dict[str, Any]:
         "total_params": int(sum(p.numel() for p in model.parameters())),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "malloc_trim": timing.TRIM["trimmer"].summary() if "trimmer" in timing.TRIM else None,
+        "allocator": allocator.in_use(),  # tcmalloc when preloaded (engines/allocator.py), else glibc
         "distributed": distributed(),
     }
 
