@@ -153,3 +153,12 @@ def test_tensorboard_by_default_and_mlflow_on_request(monkeypatch, tmp_path):
     cfg = {"recipe": {"name": "x"}}
     trackers.configure(cfg, lambda k, v, why: cfg.__setitem__(k, v))
     assert cfg["mlflow_tracking_uri"] == "http://mlflow.internal:5000"
+
+
+def test_onednn_kernel_cache_is_bounded_and_an_environment_value_wins(monkeypatch):
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    env, changes = engine_env(CPU)
+    assert env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "256"
+    assert any(c.key == "env.ONEDNN_PRIMITIVE_CACHE_CAPACITY" and "QLoRA" in c.why for c in changes)
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "1024")  # the bench-levers row
+    assert engine_env(CPU)[0]["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "1024"
