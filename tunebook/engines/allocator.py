@@ -5,7 +5,7 @@ QLoRA batches are grouped by length, so every batch has another one). glibc's ma
 those freed blocks in its heap, fits the next shapes into them badly, and the process grows;
 `heap_trim` hands the free pages back after a step, at the cost of page faults in the next.
 tcmalloc keeps size-classed free lists instead. Measured on a 2-core AMD EPYC (avx512_bf16),
-one run at a time, each allocator with the trimmer (make bench-levers has the rows):
+one run at a time, each allocator with the trimmer (bench-levers defines the rows; not yet run as a whole):
 
 - smollm2-qlora, 150 steps: glibc 257.2 tok/s at 2,257 MiB peak RSS, tcmalloc 286.0 at 1,876;
 - smollm2-lora (packed), 120 steps: glibc 320.6 tok/s at 2,586 MiB, tcmalloc 341.5 at 2,233;
