@@ -57,10 +57,18 @@ def preload_env(environ: dict[str, str] | None = None) -> tuple[dict[str, str], 
                  "(QLoRA 0.83x the peak RSS, 1.11x the tokens/s; engines/allocator.py)")
 
 
+def tcmalloc_release():
+    """tcmalloc's own call that hands free pages back to the system, or None when this
+    process's malloc is not tcmalloc (only tcmalloc exports it): both what the run ran on
+    (`in_use`) and what the heap trimmer calls under it come from this one lookup."""
+    try:
+        release = ctypes.CDLL(None).MallocExtension_ReleaseFreeMemory
+    except (OSError, AttributeError):
+        return None
+    release.argtypes, release.restype = [], None
+    return release
+
+
 def in_use() -> str:
     """Which allocator serves this process's malloc: what the run really ran with."""
-    try:
-        ctypes.CDLL(None).MallocExtension_ReleaseFreeMemory  # noqa: B018  (only tcmalloc exports it)
-        return "tcmalloc"
-    except (OSError, AttributeError):
-        return "glibc"
+    return "glibc" if tcmalloc_release() is None else "tcmalloc"

@@ -24,6 +24,8 @@ from __future__ import annotations
 import ctypes
 import os
 
+from tunebook.engines.allocator import tcmalloc_release
+
 GROWTH_MIB = 64
 
 
@@ -65,12 +67,8 @@ def _malloc_trim():
     give back: its heap is not the one in use), else glibc's."""
     if os.environ.get("TUNEBOOK_MALLOC_TRIM", "1") == "0":
         return None
-    try:
-        release = ctypes.CDLL(None).MallocExtension_ReleaseFreeMemory
-    except (OSError, AttributeError):
-        release = None
+    release = tcmalloc_release()
     if release is not None:
-        release.argtypes, release.restype = [], None
         return lambda _pad: release()
     try:
         trim = ctypes.CDLL("libc.so.6").malloc_trim
