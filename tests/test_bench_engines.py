@@ -7,6 +7,7 @@ lines, each resolved through tunebook's own validation so a typo in them fails h
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -93,6 +94,30 @@ def test_contenders_run_the_same_steps_with_args_tunebook_accepts(tmp_path):
             assert config["micro_batch_size"] == 4 and not config["sample_packing"]
     assert sum(c.neighbour for c in cs) == 1
     assert cs[-1].cmd[-3:-1] == ["7", "4"]
+    plain_unsloth = next(c for c in cs if c.name == "unsloth (plain)")
+    assert plain_unsloth.cmd[2] == "tunebook.plain_unsloth" and plain_unsloth.cmd[-3:-1] == ["7", "4"]
+    assert plain_unsloth.tokens == "file" and plain_unsloth.cmd[-1] == str(plain_unsloth.tokens_file)
+
+
+def test_plain_unsloth_trains_the_steps_and_counts_its_real_tokens(tiny_llama, memorise_data, tmp_path):
+    """Unsloth as its notebooks run it (the baseline of the "1.2x Unsloth's own CPU path" target),
+    on a tiny model: timed by the same step lines as every contender, its own count of the
+    non-pad tokens of the batches it trained (8 rows of 2 turns, 4 per step, padded)."""
+    out = tmp_path / "counts.json"
+    rc, stamps, _, _ = be._run([sys.executable, "-m", "tunebook.plain_unsloth", str(tiny_llama), str(memorise_data),
+                                "2", "4", str(out)], {**be.OFFLINE, "PATH": "/usr/bin:/bin"}, tmp_path / "log",
+                               neighbour=False, steps=2)
+    assert rc == 0, (tmp_path / "log").read_text(errors="replace")[-3000:]
+    assert len(stamps) == 2
+    counts = json.loads(out.read_text())
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    rows = [json.loads(line)["messages"] for line in memorise_data.read_text().splitlines()]
+    # TRL closes each text with the EOS token (the template ends in "\n"): one more token a row
+    lengths = sorted(len(tok.apply_chat_template(m, tokenize=True, return_dict=True)["input_ids"]) + 1 for m in rows)
+    # two batches of 4 of these rows: at least the 8 shortest, at most the 8 longest, never the padding
+    assert sum(lengths[:8]) <= counts["tokens_real"] <= sum(lengths[-8:]) and counts["steps"] == 2
 
 
 def test_rates_peaks_and_ratios_are_derived_from_what_was_measured():

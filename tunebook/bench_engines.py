@@ -6,6 +6,7 @@ would measure OpenMP contention, not the engines):
 - plain `axolotl train` of the recipe, as a user runs it (the baseline of every ratio);
 - tunebook through Axolotl, as shipped (packed) and on the padded batches Unsloth uses;
 - tunebook through Unsloth, LoRA and the QLoRA recipe, on those padded batches;
+- Unsloth's own CPU path as its notebooks write it (`tunebook.plain_unsloth`), same padded batches;
 - transformers + peft written by hand (`tunebook.floor_peft`), the floor;
 - tunebook through Axolotl again with one busy single-threaded process beside it.
 
@@ -13,7 +14,7 @@ Every contender is measured the same way, from outside: the wall clock at each p
 line (`logging_steps: 1` everywhere) gives the time to the first step and the steady rate
 (steps 2..N, no start-up), and a poll of the process tree gives the peak RSS of its largest
 process. Real (non-pad) tokens come from what each run recorded: tunebook's run.json, the
-floor's own count. Plain Axolotl packs the same rows into the same 512-token rows as
+scripts' own counts. Plain Axolotl packs the same rows into the same 512-token rows as
 tunebook's packed run (same sampler and seed), so its real tokens per step are that run's.
 """
 
@@ -48,7 +49,8 @@ class Contender:
     cmd: list[str]
     shapes: str
     method: str = "lora"  # FLOPs per token: 4N with a frozen base
-    tokens: str = "run"  # where its real tokens come from: "run" (run.json), "floor", or another contender's name
+    tokens: str = "run"  # where its real tokens come from: "run" (run.json), "file" (tokens_file), or another contender's name
+    tokens_file: Path | None = None  # a script's own count: {"tokens_real": n, "compute_dtype": ...}
     runs: Path | None = None
     neighbour: bool = False
 
@@ -157,9 +159,11 @@ def contenders(recipe: Path, qlora: Path, steps: int, work: Path, data: str, mod
         runs = work / re.sub(r"\W+", "-", name).strip("-")
         cmd = [*tb, str(rec), "--args", args, "--runs", str(runs)] + (["--engine", eng] if eng else [])
         out.append(Contender(name, cmd, shapes, runs=runs, **extra))
-    out.append(Contender("transformers + peft (floor)",
-                         [py, "-m", "tunebook.floor_peft", model, data, str(steps), "4", str(work / "floor.json")],
-                         "padded x 4", tokens="floor"))
+    for name, module, stem in (("unsloth (plain)", "tunebook.plain_unsloth", "plain-unsloth"),
+                               ("transformers + peft (floor)", "tunebook.floor_peft", "floor")):
+        counts = work / f"{stem}.json"
+        out.append(Contender(name, [py, "-m", module, model, data, str(steps), "4", str(counts)], "padded x 4",
+                             tokens="file", tokens_file=counts))
     return out
 
 
@@ -207,9 +211,11 @@ def run(recipe: Path, qlora: Path, steps: int, out_dir: Path, echo=print) -> dic
             if c.tokens == "run" and record:
                 r.tokens_real = record.tokens.total
                 r.compute_dtype = record.compute_dtype
-            elif c.tokens == "floor" and (work / "floor.json").exists():
-                r.tokens_real = json.loads((work / "floor.json").read_text())["tokens_real"]
-                r.compute_dtype = "float32"
+            elif c.tokens == "file" and c.tokens_file and c.tokens_file.exists():
+                counts = json.loads(c.tokens_file.read_text(encoding="utf-8"))
+                r.tokens_real, r.compute_dtype = counts["tokens_real"], counts.get("compute_dtype", "float32")
+            elif c.tokens == "file":
+                r.notes.append("no token count written")
             else:
                 r.tokens_from, r.compute_dtype = c.tokens, "float32"
             r.flops_per_token = (6 if c.method == "full" else 4) * n_params

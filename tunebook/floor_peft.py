@@ -53,7 +53,8 @@ def main(model_dir: str, data: str, steps: int, batch: int, out: str) -> None:
     Trainer(model=model, args=args, train_dataset=ds, data_collator=collate).train()
     used = counted[:steps]  # the dataloader may have fetched one batch ahead
     with open(out, "w", encoding="utf-8") as f:
-        json.dump({"tokens_real": sum(r for r, _ in used), "tokens_slots": sum(s for _, s in used), "steps": steps}, f)
+        json.dump({"tokens_real": sum(r for r, _ in used), "tokens_slots": sum(s for _, s in used), "steps": steps,
+                   "compute_dtype": "float32"}, f)
 
 
 if __name__ == "__main__":
