@@ -10,6 +10,9 @@ one run at a time, each allocator with the trimmer (bench-levers defines the row
 - smollm2-qlora, 150 steps: glibc 257.2 tok/s at 2,257 MiB peak RSS, tcmalloc 286.0 at 1,876;
 - smollm2-lora (packed), 120 steps: glibc 320.6 tok/s at 2,586 MiB, tcmalloc 341.5 at 2,233;
 - jemalloc 5.3 (for comparison): QLoRA 249.5 at 1,825, but LoRA 255.5 at 2,244 (0.8x): not used.
+- one epoch each in `make compare` (452996c, with the bounded oneDNN cache): QLoRA 285.9 tok/s at
+  1,771 MiB, LoRA 356.6 at 2,295, full 288.8 at 4,125 (on glibc, f57d1a2: 243.0 at 2,462, 324.7 at
+  2,879, 252.1 at 4,689).
 
 It comes from the distribution (Debian/Ubuntu `libtcmalloc-minimal4`, which `make setup`
 installs where it can) and is preloaded into the engine process only, never into tunebook
