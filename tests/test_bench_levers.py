@@ -79,3 +79,19 @@ def test_a_partial_run_replaces_its_rows_and_keeps_the_others():
     assert [r.name for r in rows] == [a, b, c]
     assert [r.tokens_per_s for r in rows] == [200.0, 150.0, 300.0]
     assert [r.vs_plain_axolotl for r in rows[:3]] == [1.0, 0.75, 1.5]
+
+
+def test_a_lever_is_trained_timed_and_written(tiny_llama, tmp_path):
+    """The whole `make bench-levers` path for one lever on a tiny model: the child trains, its
+    progress bar times it, run.json gives its tokens, the report and table are written. (The
+    watcher's signature once changed under it and every lever failed before its first step.)"""
+    from conftest import write_tiny_recipe
+
+    data = Path("data/nba/train.jsonl").resolve()  # enough rows for two packed steps
+    recipes = {k: write_tiny_recipe(p, tmp_path / f"{k}.yaml", tiny_llama, data) for k, p in RECIPES.items()}
+    report = bl.run(recipes, 2, tmp_path / "out", only="^LoRA as shipped", echo=lambda *_: None)
+    (row,) = report["results"]
+    assert row["name"].startswith("LoRA as shipped") and row["ok"], row
+    # (tiny steps can reach the pipe in one read, so the rate itself is not asserted)
+    assert row["steps"] == 2 and row["tokens_real"] > 0 and row["steady_s"] is not None
+    assert "LoRA as shipped" in (tmp_path / "out" / "latest.md").read_text()

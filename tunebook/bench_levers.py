@@ -108,7 +108,7 @@ def run(recipes: dict[str, Path], steps: int, out_dir: Path, only: str | None = 
             log = out_dir / "logs" / f"lever-{i}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             echo(f"== {lever.name} ...")
-            rc, stamps, rss, _wall = _run(cmd, env, log, neighbour=lever.neighbour)
+            rc, stamps, rss, _wall = _run(cmd, env, log, neighbour=lever.neighbour, steps=steps)
             r = Result(lever.name, lever.args or "-", ok=rc == 0 and len(stamps) >= 2, steps=len(stamps),
                        log=str(log), peak_rss_mib=round(rss, 1),
                        flops_per_token=(6 if lever.recipe == "full" else 4) * n_params)
