@@ -144,8 +144,19 @@ def _progress_bar_not_dicts() -> None:
         if shown:
             self.training_bar.set_postfix_str(" · ".join(shown), refresh=False)
 
+    begin = ProgressCallback.on_train_begin
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # tqdm redraws at most every 0.1 s and skips the steps in between; `make bench-engines`
+        # and `bench-levers` time tunebook's runs by each step's redraw, so every step is drawn
+        # (a redraw per step costs nothing beside a step)
+        begin(self, args, state, control, **kwargs)
+        if self.training_bar is not None:
+            self.training_bar.mininterval, self.training_bar.miniters = 0, 1
+
     on_log._tunebook = True
     ProgressCallback.on_log = on_log
+    ProgressCallback.on_train_begin = on_train_begin
 
 
 def _watchdog(trainer, loss) -> None:
