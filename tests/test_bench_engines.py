@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tunebook import bench_engines as be
@@ -99,6 +100,7 @@ def test_contenders_run_the_same_steps_with_args_tunebook_accepts(tmp_path):
     assert plain_unsloth.tokens == "file" and plain_unsloth.cmd[-1] == str(plain_unsloth.tokens_file)
 
 
+@pytest.mark.matrix  # a second Unsloth training (~20 s) for a bench-only script: nightly, not make test
 def test_plain_unsloth_trains_the_steps_and_counts_its_real_tokens(tiny_llama, memorise_data, tmp_path):
     """Unsloth as its notebooks run it (the baseline of the "1.2x Unsloth's own CPU path" target),
     on a tiny model: timed by the same step lines as every contender, its own count of the
