@@ -75,10 +75,11 @@ def test_shared_prompts_score_what_lm_eval_scores(family, tiny_models):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_decode_attention_generates_what_sdpa_generates(family, tiny_models, monkeypatch):
-    """Generating through the CPU decode attention (fp32 sdpa with grouped-query heads, no cache
-    copies) gives the tokens and scores transformers' sdpa gives, on a left-padded batch (a mask
-    in play), with attention sharp enough that positions and masks matter; the model is back
-    on sdpa afterwards, and the decode steps really went through torch's GQA path."""
+    """Generating through the CPU decode attention (grouped-query heads as rows of one fp32
+    matmul, no cache copies) gives the tokens and scores transformers' sdpa gives, on a
+    left-padded batch (a mask in play), with attention sharp enough that positions and masks
+    matter; the model is back on sdpa afterwards, and every decode step of every layer really
+    went through the grouped path (and prefill did not)."""
     import torch.nn.functional as F
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -98,13 +99,15 @@ def test_decode_attention_generates_what_sdpa_generates(family, tiny_models, mon
               pad_token_id=tok.pad_token_id)
     with torch.no_grad():
         plain = model.generate(**batch, **kw)
-    sdpa, gqa_calls = F.scaled_dot_product_attention, []
+    import tunebook.decode_attention as decode
+
+    grouped, gqa_calls = decode._grouped_decode, []
 
     def spy(q, k, v, *args, **kwargs):
-        gqa_calls.append(bool(kwargs.get("enable_gqa")) and q.shape[2] == 1 and k.shape[1] < q.shape[1])
-        return sdpa(q, k, v, *args, **kwargs)
+        gqa_calls.append(q.shape[2] == 1 and k.shape[1] <= q.shape[1])
+        return grouped(q, k, v, *args, **kwargs)
 
-    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    monkeypatch.setattr(decode, "_grouped_decode", spy)
     with torch.no_grad(), cpu_decode_attention(model):
         assert model.config._attn_implementation == NAME
         ours = model.generate(**batch, **kw)
@@ -112,4 +115,38 @@ def test_decode_attention_generates_what_sdpa_generates(family, tiny_models, mon
     assert torch.equal(ours.sequences, plain.sequences)
     for a, b in zip(ours.scores, plain.scores):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-    assert sum(gqa_calls) >= 7 * model.config.num_hidden_layers  # every decode step, every layer
+    assert all(gqa_calls) and len(gqa_calls) == 7 * model.config.num_hidden_layers  # 7 decode steps, every layer
+
+
+def test_generation_decodes_wider_batches_on_cpu(tiny_models):
+    """Generated answers go to the model `generate_batch` rows at a time on a CPU (a decode step
+    costs little more for more rows), whatever batch the scorer was built with, and the scorer's
+    own batch size (what multiple choice uses) is back afterwards; the answers are lm-eval's."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunebook.eval_lm import TrimmedHFLM
+
+    path = tiny_models("llama3")
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    gen = {"until": ["\n"], "max_gen_toks": 4, "do_sample": False}
+    requests = [Instance("generate_until", {}, (f"Question {i}: who scored {i * 7} points?", gen), i)
+                for i in range(20)]
+    rows: list[int] = []
+    generate = model.generate
+
+    def spy(*args, **kwargs):
+        rows.append(kwargs["input_ids"].shape[0])
+        return generate(*args, **kwargs)
+
+    model.generate = spy
+    lm = TrimmedHFLM(pretrained=model, tokenizer=tok, batch_size=4, max_length=256)
+    lm.generate_batch = 8
+    ours = lm.generate_until(requests, disable_tqdm=True)
+    assert rows == [8, 8, 4] and lm.batch_size == 4
+    rows.clear()
+    plain = HFLM(pretrained=model, tokenizer=tok, batch_size=4, max_length=256).generate_until(requests, disable_tqdm=True)
+    assert rows == [4] * 5
+    assert ours == plain

@@ -88,6 +88,13 @@ def model_hash(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
+# Bumped when tunebook's own scoring path changes numbers (not only speed): under bf16 autocast a
+# new kernel or batch size flips near-tie answers (2: grouped decode attention and nba_qa
+# decoded 64 at a time flipped 7 of 400 base answers), and a report must not set a cached base
+# scored one way against runs scored the other.
+SCORER = 2
+
+
 def eval_precision() -> str:
     """bf16 autocast where the CPU has bf16 matmuls (2-2.5x fp32's rate), else fp32.
 
@@ -268,7 +275,7 @@ def eval_key(models: list[Path], tasks: list[str], limit: int | None, chat_templ
     their data, the limit, the template, the precision. One key for the base cache and for a
     run's eval.json, so neither is reused for a question it did not answer."""
     versions = versions or task_versions(tasks)
-    what = [[model_hash(Path(m)) for m in models], versions, limit, chat_template, eval_precision()]
+    what = [[model_hash(Path(m)) for m in models], versions, limit, chat_template, eval_precision(), SCORER]
     return hashlib.sha256(json.dumps(what + (["4-bit NF4"] if four_bit else []), sort_keys=True).encode()).hexdigest()[:16]
 
 
