@@ -87,6 +87,24 @@ def count_linear4bit(model) -> int:
     return sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
 
 
+def peak_rss_mib() -> float:
+    """This process's own peak resident set, in MiB.
+
+    Not getrusage's ru_maxrss alone: Linux carries the launching process's peak into it across
+    (v)fork + exec, and Python's subprocess spawns with vfork, so a worker started by a `make
+    compare` that had just evaluated a model reported that parent's peak as its own (LoRA 3045
+    and QLoRA 3059 MiB at 8e33260, against 2295 and 1771 when the parent had held less).
+    /proc/self/status VmHWM is the high-water mark of this process's own address space, which
+    exec made new; ru_maxrss is the fallback where there is no /proc."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def common_metrics(t0: float, args, model) -> dict[str, Any]:
     from tunebook.engines import allocator, timing
 
@@ -103,7 +121,7 @@ def common_metrics(t0: float, args, model) -> dict[str, Any]:
         "nonfinite_loss": dict(timing.NONFINITE) or None,
         "trainable_params": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
         "total_params": int(sum(p.numel() for p in model.parameters())),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mib": peak_rss_mib(),
         "malloc_trim": timing.TRIM["trimmer"].summary() if "trimmer" in timing.TRIM else None,
         "allocator": allocator.in_use(),  # tcmalloc when preloaded (engines/allocator.py), else glibc
         "distributed": distributed(),
