@@ -81,6 +81,7 @@ def test_a_partial_run_replaces_its_rows_and_keeps_the_others():
     assert [r.vs_plain_axolotl for r in rows[:3]] == [1.0, 0.75, 1.5]
 
 
+@pytest.mark.matrix  # a bench-harness training (~30 s): nightly with the plain-Unsloth one; make test was 637.5 s on a slow hour
 def test_a_lever_is_trained_timed_and_written(tiny_llama, tmp_path):
     """The whole `make bench-levers` path for one lever on a tiny model: the child trains, its
     progress bar times it (every step drawn, however fast), run.json gives its tokens, the report and table are written. (The
