@@ -469,8 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tunebook.fast_start import share_distribution_index
     from tunebook.quiet import quiet_imports
 
+    share_distribution_index()
     quiet_imports()
     a = build_parser().parse_args(argv)
     try:

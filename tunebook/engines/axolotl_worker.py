@@ -14,8 +14,10 @@ import time
 
 def main(config_path: str, metrics_path: str, resume_from: str | None = None) -> int:
     t0 = time.time()
+    from tunebook.fast_start import share_distribution_index
     from tunebook.quiet import quiet_imports
 
+    share_distribution_index()
     quiet_imports()
     from tunebook.engines import worker
 
@@ -25,6 +27,9 @@ def main(config_path: str, metrics_path: str, resume_from: str | None = None) ->
     from axolotl.common.datasets import load_datasets, load_preference_datasets
     from axolotl.train import train
 
+    from tunebook.fast_start import save_without_a_pool
+
+    save_without_a_pool()
     worker.freeze_imports()
     cfg = load_cfg(config_path)
     import torch

@@ -10,8 +10,10 @@ from pathlib import Path
 
 def main(config_path: str, metrics_path: str, resume_from: str | None = None) -> int:
     t0 = time.time()
+    from tunebook.fast_start import share_distribution_index
     from tunebook.quiet import quiet_imports
 
+    share_distribution_index()
     quiet_imports()
     import yaml
 
