@@ -45,6 +45,10 @@ def main(config_path: str, metrics_path: str, resume_from: str | None = None) ->
     if resume_from:  # Axolotl's own key: the trainer restores weights, optimizer, RNG and data position
         cfg.resume_from_checkpoint = resume_from
     cli_args = TrainerCliArgs()
+    from tunebook.engines import packed_order
+
+    # before the data: Axolotl sizes the packed epoch while it loads it
+    packed_order.install(cfg.seed if cfg.seed is not None else 42)  # packed batches survive a resume
     t_data = time.time()
     if cfg.rl:
         dataset_meta = load_preference_datasets(cfg=cfg, cli_args=cli_args)
@@ -57,9 +61,6 @@ def main(config_path: str, metrics_path: str, resume_from: str | None = None) ->
     from transformers import set_seed
 
     set_seed(cfg.seed if cfg.seed is not None else 42)
-    from tunebook.engines import packed_order
-
-    packed_order.install(cfg.seed if cfg.seed is not None else 42)  # packed batches survive a resume
     t_train = time.time()
     model, _tokenizer, trainer = train(cfg=cfg, dataset_meta=dataset_meta)
     t_end = time.time()
