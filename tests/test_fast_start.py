@@ -51,3 +51,18 @@ def test_a_one_process_save_writes_in_process_the_same_dataset(tmp_path, monkeyp
     assert load_from_disk(str(tmp_path / "one")).to_dict() == rows
     with pytest.raises(AssertionError, match="pool"):  # more than one process still gets its pool
         ds.save_to_disk(str(tmp_path / "two"), num_proc=2)
+
+
+def test_process_start_shares_the_index_and_silences_the_noisy_loggers(monkeypatch):
+    import logging
+
+    from tunebook.quiet import NOISY_LOGGERS
+
+    current = importlib.metadata.packages_distributions
+    monkeypatch.setattr(importlib.metadata, "packages_distributions", getattr(current, "__wrapped__", current))
+    for name in NOISY_LOGGERS:
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
+
+    fast_start.process_start()
+    assert getattr(importlib.metadata.packages_distributions, "__wrapped__", None) is not None
+    assert all(logging.getLogger(n).level == logging.ERROR for n in NOISY_LOGGERS)

@@ -469,11 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tunebook.fast_start import share_distribution_index
-    from tunebook.quiet import quiet_imports
+    from tunebook.fast_start import process_start
 
-    share_distribution_index()
-    quiet_imports()
+    process_start()
     a = build_parser().parse_args(argv)
     try:
         return a.fn(a)

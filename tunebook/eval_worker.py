@@ -54,11 +54,9 @@ def score_in_processes(cfg: dict, weights: Path, tasks: list[str], limit: int | 
 
 
 def main(spec_path: str, out_path: str) -> int:
-    from tunebook.fast_start import share_distribution_index
-    from tunebook.quiet import quiet_imports
+    from tunebook.fast_start import process_start
 
-    share_distribution_index()
-    quiet_imports()
+    process_start()
     import torch
 
     from tunebook.engines import worker

@@ -19,6 +19,15 @@ import functools
 import importlib.metadata
 
 
+def process_start() -> None:
+    """What every tunebook process (CLI, engine worker, eval worker) does first, before any
+    library import: the shared distribution index, and the import-time noise silenced."""
+    from tunebook.quiet import quiet_imports
+
+    share_distribution_index()
+    quiet_imports()
+
+
 def share_distribution_index() -> None:
     """Build the import-name -> distributions map once per process. Callers get a copy each,
     so one that edits its map cannot change another's. Call before transformers is imported."""

@@ -14,11 +14,9 @@ import time
 
 def main(config_path: str, metrics_path: str, resume_from: str | None = None) -> int:
     t0 = time.time()
-    from tunebook.fast_start import share_distribution_index
-    from tunebook.quiet import quiet_imports
+    from tunebook.fast_start import process_start
 
-    share_distribution_index()
-    quiet_imports()
+    process_start()
     from tunebook.engines import worker
 
     worker.begin()

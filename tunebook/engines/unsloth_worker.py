@@ -10,11 +10,9 @@ from pathlib import Path
 
 def main(config_path: str, metrics_path: str, resume_from: str | None = None) -> int:
     t0 = time.time()
-    from tunebook.fast_start import share_distribution_index
-    from tunebook.quiet import quiet_imports
+    from tunebook.fast_start import process_start
 
-    share_distribution_index()
-    quiet_imports()
+    process_start()
     import yaml
 
     cfg = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
