@@ -16,7 +16,7 @@ for k, v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OF
              "WANDB_MODE": "disabled", "AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1"}.items():
     os.environ.setdefault(k, v)
 
-from tiny_models import ARCH, build_tiny_model  # noqa: E402
+from tiny_models import ARCH, build_tiny_model, fold_skip_list  # noqa: E402
 
 from tunebook.quiet import quiet_imports  # noqa: E402
 
@@ -53,6 +53,7 @@ def write_tiny_recipe(src: Path, dest: Path, base_model: Path, data: Path, **ove
     """A shipped recipe pointed at a tiny model and tiny data, everything else as shipped."""
     cfg = yaml.safe_load(Path(src).read_text(encoding="utf-8"))
     cfg["base_model"] = str(base_model)
+    fold_skip_list(cfg)  # the recipe's 16-bit modules, on the tiny model's 2 layers
     cfg["datasets"][0]["path"] = str(data)
     cfg["dataset_prepared_path"] = str(dest.parent / "prepared")
     cfg["output_dir"] = str(dest.parent / "direct-out")

@@ -62,6 +62,14 @@ CASES = [
     ("engine unknown", LORA, None, "recipe.engine=deepspeed", ["recipe.engine"]),
     ("unsloth cannot honour DoRA", QLORA, None, "peft_use_dora=true", ["peft_use_dora", "ENGINE=axolotl"]),
     ("qlora without 4-bit", QLORA, None, "load_in_4bit=false", ["load_in_4bit"]),
+    ("16-bit module typo", QLORA, ("model.layers.11.mlp.down_proj", "model.layers.11.mlp.down_prj"), "",
+     ["bnb_config_kwargs.llm_int8_skip_modules.1", "names no layer", "did you mean 'model.layers.11.mlp.down_proj'"]),
+    ("16-bit module past the last layer", QLORA, ("model.layers.29.mlp.down_proj", "model.layers.30.mlp.down_proj"),
+     "", ["bnb_config_kwargs.llm_int8_skip_modules.2", "(30 layers)"]),
+    ("16-bit modules not a list", QLORA, None, "bnb_config_kwargs.llm_int8_skip_modules=lm_head",
+     ["bnb_config_kwargs.llm_int8_skip_modules", "a list of module names"]),
+    ("unsloth 4-bit other than NF4", QLORA, ("bnb_4bit_quant_type: nf4", "bnb_4bit_quant_type: fp4"), "",
+     ["bnb_config_kwargs.bnb_4bit_quant_type", "NF4 with double quantization"]),
     ("not YAML", LORA, ("lora_r: 16", "lora_r: [16"), "", ["not valid YAML"]),
 ]
 

@@ -26,7 +26,8 @@ CFG = {
 def test_model_and_peft_mapping():
     assert U.model_kwargs(CFG) == {"model_name": "m", "max_seq_length": 256, "load_in_4bit": True,
                                    "load_in_8bit": False, "full_finetuning": False, "trust_remote_code": False,
-                                   "dtype": None, "attn_implementation": None, "use_gradient_checkpointing": True}
+                                   "dtype": None, "attn_implementation": None, "use_gradient_checkpointing": True,
+                                   "llm_int8_skip_modules": []}
     assert U.peft_kwargs(CFG) == {"r": 8, "target_modules": ["q_proj", "v_proj"], "lora_alpha": 16,
                                   "lora_dropout": 0.05, "bias": "none", "use_gradient_checkpointing": True,
                                   "random_state": 7, "use_rslora": True}
@@ -37,6 +38,11 @@ def test_model_and_peft_mapping():
     assert U.model_kwargs({**CFG, "attn_implementation": "eager"})["attn_implementation"] == "eager"
     # from_pretrained's own default is "unsloth": the recipe's false must reach it too
     assert U.model_kwargs({**CFG, "gradient_checkpointing": False})["use_gradient_checkpointing"] is False
+    # 16-bit modules of a 4-bit load (the worker adds them to Unsloth's own list); lm_head is always kept
+    keep = {**CFG, "bnb_config_kwargs": {"llm_int8_skip_modules": ["lm_head", "model.layers.1.mlp.down_proj"]}}
+    assert U.model_kwargs(keep)["llm_int8_skip_modules"] == ["model.layers.1.mlp.down_proj"]
+    assert U.check(keep) == []
+    assert U.model_kwargs({**keep, "load_in_4bit": False})["llm_int8_skip_modules"] is None
     # Axolotl's "offload" (activations moved off the GPU) is Unsloth's own "unsloth" mode
     assert U.peft_kwargs({**CFG, "gradient_checkpointing": "offload"})["use_gradient_checkpointing"] == "unsloth"
 

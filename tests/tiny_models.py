@@ -53,3 +53,18 @@ def build_tiny_model(family: str, tokenizer_dir: Path, out_dir: Path, seed: int 
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
     return out_dir
+
+
+def fold_skip_list(cfg: dict, layers: int = 2) -> list[str]:
+    """A recipe's 16-bit modules (`bnb_config_kwargs.llm_int8_skip_modules`) renamed onto a tiny
+    model's layers (layer i -> i % layers), so its copy still keeps modules 16-bit and is valid.
+    Returns the distinct projections kept."""
+    import re
+
+    kw = cfg.get("bnb_config_kwargs") or {}
+    if not kw.get("llm_int8_skip_modules"):
+        return []
+    folded = [re.sub(r"layers\.(\d+)\.", lambda m: f"layers.{int(m.group(1)) % layers}.", n)
+              for n in kw["llm_int8_skip_modules"]]
+    kw["llm_int8_skip_modules"] = list(dict.fromkeys(folded))
+    return [n for n in kw["llm_int8_skip_modules"] if n != "lm_head"]

@@ -54,6 +54,14 @@ def run_config(run: RunDir) -> dict:
     return yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8"))
 
 
+def skip_modules(cfg: dict[str, Any]) -> list[str]:
+    """The linear layers a 4-bit load keeps in 16 bit (`bnb_config_kwargs.llm_int8_skip_modules`,
+    Axolotl's key): the few whose NF4 rounding costs the model most. The output head is kept
+    16-bit by every 4-bit load here whatever the list says, as transformers does without one."""
+    names = (cfg.get("bnb_config_kwargs") or {}).get("llm_int8_skip_modules") or []
+    return [n for n in names if n != "lm_head"]
+
+
 @dataclass(frozen=True)
 class Loaded:
     model: Any
@@ -78,7 +86,7 @@ def load(cfg: dict[str, Any], weights: Path, quantized: bool | None = None) -> L
     if four_bit:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float32)
+            bnb_4bit_compute_dtype=torch.float32, llm_int8_skip_modules=["lm_head", *skip_modules(cfg)])
     base = cfg["base_model"] if adapter else weights
     if adapter and not (weights / "adapter_model.safetensors").is_file():
         from tunebook.errors import Problem, TunebookError

@@ -233,6 +233,41 @@ def fsdp_problems(config: dict[str, Any], where) -> list[Problem]:
     return out
 
 
+# model types whose projections are model.layers.<i>.self_attn|mlp.<name>_proj (the shipped families)
+LAYERED_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma3_text"}
+SKIP_KEY = "bnb_config_kwargs.llm_int8_skip_modules"
+
+
+def skip_module_problems(config: dict[str, Any], where) -> list[Problem]:
+    """transformers keeps a `llm_int8_skip_modules` name that matches no layer in 4 bit without
+    a word, so a typo would quietly quantize the layer the recipe meant to keep 16-bit."""
+    names = (config.get("bnb_config_kwargs") or {}).get("llm_int8_skip_modules")
+    if names is None:
+        return []
+    src, line = where(SKIP_KEY)
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        return [Problem(src, SKIP_KEY, "a list of module names, e.g. [lm_head, model.layers.11.mlp.down_proj]", line)]
+    from tunebook.model_specs import spec_for
+
+    base = str(config.get("base_model") or "")
+    spec = spec_for(base) if _model_type(config) in LAYERED_TYPES else None
+    if spec is None:
+        return []  # an architecture whose layer names this check does not know
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    from tunebook.validation import suggest
+
+    modules = {"lm_head"} | {f"model.layers.{i}.{'mlp' if p in ('gate_proj', 'up_proj', 'down_proj') else 'self_attn'}.{p}"
+                             for i in range(spec.layers) for p in spec.linear_shapes()}
+    out = []
+    for i, name in enumerate(names):
+        if all(should_convert_module(m, [name]) for m in modules):  # the matching rule transformers applies
+            src, line = where(f"{SKIP_KEY}.{i}")
+            out.append(Problem(src, f"{SKIP_KEY}.{i}", f"'{name}' names no layer of {base} ({spec.layers} layers)"
+                               f"{suggest(name, modules)}", line))
+    return out
+
+
 def value_problems(config: dict[str, Any], where) -> list[Problem]:
     return (range_problems(config, where) + choice_problems(config, where) + deepspeed_problems(config, where)
-            + fsdp_problems(config, where))
+            + fsdp_problems(config, where) + skip_module_problems(config, where))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from tunebook.engines import Setter, schema_capabilities
 from tunebook.engines.process import run_worker
 from tunebook.machine import Machine
-from tunebook.loading import axolotl_template
+from tunebook.loading import axolotl_template, skip_modules
 from tunebook.errors import Problem
 from tunebook.runs import RunDir
 
@@ -83,7 +83,8 @@ HONOURED = {
                            "(as Axolotl's collator); false: the longest row of the batch",
     "pad_to_multiple_of": "SFTConfig(pad_to_multiple_of) for padded batches, as Axolotl's collator",
     "group_by_length": "SFTConfig(train_sampling_strategy='group_by_length'): batches of like lengths, less padding",
-    "bnb_config_kwargs": "only NF4 + double quantization, which is what Unsloth's 4-bit loading does",
+    "bnb_config_kwargs": "NF4 + double quantization (Unsloth's 4-bit loading); llm_int8_skip_modules -> "
+                         "from_pretrained(quantization_config=BitsAndBytesConfig(llm_int8_skip_modules=Unsloth's + these))",
     "val_set_size": "only 0: no evaluation split",
     "use_wandb": "only false: SFTConfig(report_to=[])",
     "use_tensorboard": "SFTConfig(report_to=['tensorboard']): event files in the run directory",
@@ -118,8 +119,11 @@ def check(config: dict[str, Any]) -> list[Problem]:
         bad.append(("use_wandb", "the unsloth engine does not log to wandb"))
     kwargs = config.get("bnb_config_kwargs") or {}
     for k, v in kwargs.items():
+        if k == "llm_int8_skip_modules":
+            continue  # names checked with every engine's (value_checks.skip_module_problems)
         if (k, v) not in (("bnb_4bit_quant_type", "nf4"), ("bnb_4bit_use_double_quant", True)):
-            bad.append((f"bnb_config_kwargs.{k}", "Unsloth's 4-bit loading is NF4 with double quantization only"))
+            bad.append((f"bnb_config_kwargs.{k}", "Unsloth's 4-bit loading is NF4 with double quantization only; "
+                        "llm_int8_skip_modules is the one other key it takes"))
     template = config.get("chat_template")
     if template and template != "tokenizer_default" and axolotl_template(str(template)) is None:
         bad.append(("chat_template", f"no template named '{template}' (Axolotl's names, or tokenizer_default)"))
@@ -157,6 +161,8 @@ def model_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
         # from_pretrained's own default is "unsloth" (offloaded checkpointing, a second forward
         # per step); get_peft_model's False alone does not undo it
         "use_gradient_checkpointing": checkpointing(cfg),
+        # modules kept in 16 bit in a 4-bit load (the worker builds the BitsAndBytesConfig)
+        "llm_int8_skip_modules": skip_modules(cfg) if cfg.get("load_in_4bit") else None,
     }
 
 

@@ -36,6 +36,13 @@ def main(config_path: str, metrics_path: str, resume_from: str | None = None) ->
 
     mk = model_kwargs(cfg)
     mk["dtype"] = getattr(torch, mk["dtype"]) if mk["dtype"] else None
+    keep = mk.pop("llm_int8_skip_modules")
+    if keep:
+        # Every Unsloth loader (its CPU one drops a caller's BitsAndBytesConfig) builds its 4-bit
+        # config from this list: the recipe's 16-bit modules join it, in this process only.
+        from unsloth_zoo.peft_utils import SKIP_QUANTIZATION_MODULES
+
+        SKIP_QUANTIZATION_MODULES.extend(n for n in keep if n not in SKIP_QUANTIZATION_MODULES)
     model, tokenizer = FastLanguageModel.from_pretrained(**mk)
     template = chat_template_text(cfg)  # the recipe's template, as eval and chat will use it
     if template:
