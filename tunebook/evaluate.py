@@ -26,7 +26,7 @@ from tunebook import records
 from tunebook.data.nba import SYSTEM  # the prompt the NBA rows were written with, defined once there
 from tunebook.errors import Problem, TunebookError
 from tunebook.paths import PATHS
-from tunebook.loading import POLICY, chat_template_text, load, run_config
+from tunebook.loading import POLICY, chat_template_text, load, run_config, skip_modules
 from tunebook.records import BaseScores, EvalRecord, QuantizationCheck
 from tunebook.runs import RunDir, atomic_write_json
 
@@ -270,20 +270,23 @@ def score(cfg: dict, weights: Path, tasks: list[str], limit: int | None, nproc: 
 
 
 def eval_key(models: list[Path], tasks: list[str], limit: int | None, chat_template: str | None,
-             versions: dict[str, str] | None = None, four_bit: bool = False) -> str:
-    """What a score depends on: the weights (and whether they were loaded 4-bit), the tasks and
-    their data, the limit, the template, the precision. One key for the base cache and for a
-    run's eval.json, so neither is reused for a question it did not answer."""
+             versions: dict[str, str] | None = None, four_bit: bool = False, kept_16bit: list[str] = ()) -> str:
+    """What a score depends on: the weights (and whether they were loaded 4-bit, and which layers
+    of a 4-bit load stayed 16-bit), the tasks and their data, the limit, the template, the
+    precision. One key for the base cache and for a run's eval.json, so neither is reused for a
+    question it did not answer."""
     versions = versions or task_versions(tasks)
     what = [[model_hash(Path(m)) for m in models], versions, limit, chat_template, eval_precision(), SCORER]
-    return hashlib.sha256(json.dumps(what + (["4-bit NF4"] if four_bit else []), sort_keys=True).encode()).hexdigest()[:16]
+    quant = (["4-bit NF4"] + ([sorted(kept_16bit)] if kept_16bit else [])) if four_bit else []
+    return hashlib.sha256(json.dumps(what + quant, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def evaluate_base(cfg: dict, tasks: list[str], limit: int | None, nproc: int = 1, four_bit: bool = False) -> dict:
     """Scores of a config's base model (with its chat template; 4-bit NF4 if asked), cached under eval_key."""
     base = str(cfg["base_model"])
     versions = task_versions(tasks)
-    cached = CACHE / f"{eval_key([Path(base)], tasks, limit, chat_template_text(cfg), versions, four_bit)}.json"
+    key = eval_key([Path(base)], tasks, limit, chat_template_text(cfg), versions, four_bit, skip_modules(cfg))
+    cached = CACHE / f"{key}.json"
     if cached.exists():
         return {**json.loads(cached.read_text()), "cached": True}
     scored = score(cfg, Path(base), tasks, limit, nproc, quantized=True if four_bit else None)
